@@ -1,0 +1,100 @@
+"""The losses of Gatys, Ecker & Bethge (CVPR 2016) as pure, jit-compatible functions.
+
+Feature maps are channels-last, ``F`` of shape ``(..., H, W, N)``: N_l = N filters,
+M_l = H * W positions. Any leading axes are batch axes: every loss reduces over
+the per-image axes only and returns one value per image (a scalar for one image).
+
+The paper writes F^l as an N_l x M_l matrix; here the same numbers are laid out
+``(H, W, N)``, which is how the network produces them.
+
+Example::
+
+    import jax
+    from jstyle.losses import gram_matrix, style_layer_loss
+
+    A = gram_matrix(style_features)                   # eq. 3, once
+    grad = jax.jit(jax.grad(style_layer_loss))(F, A)  # eq. 6
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def gram_matrix(F: Array) -> Array:
+    """Eq. 3: G^l_ij = sum_k F^l_ik F^l_jk, the inner products of the N filter responses.
+
+    Args:
+      F: feature maps ``(..., H, W, N)``.
+
+    Returns:
+      ``(..., N, N)`` Gram matrices (not normalised; eq. 4 carries the 1/(4 N^2 M^2)).
+    """
+    return jnp.einsum("...hwi,...hwj->...ij", F, F)
+
+
+def content_loss(F: Array, P: Array) -> Array:
+    """Eq. 1: L_content = 1/2 sum_ij (F^l_ij - P^l_ij)^2.
+
+    Args:
+      F: responses of the generated image, ``(..., H, W, N)``.
+      P: responses of the content photo, same shape (or broadcastable).
+    """
+    return 0.5 * jnp.sum(jnp.square(F - P), axis=(-3, -2, -1))
+
+
+def style_layer_loss(F: Array, A: Array) -> Array:
+    """Eq. 4: E_l = 1 / (4 N_l^2 M_l^2) sum_ij (G^l_ij - A^l_ij)^2.
+
+    Args:
+      F: responses of the generated image at layer l, ``(..., H, W, N)``.
+      A: Gram matrix of the style image at layer l, ``(..., N, N)`` (see :func:`gram_matrix`).
+    """
+    h, w, n = F.shape[-3:]
+    m = h * w
+    G = gram_matrix(F)
+    return jnp.sum(jnp.square(G - A), axis=(-2, -1)) / (4.0 * n**2 * m**2)
+
+
+def style_loss(
+    features: Mapping[str, Array], grams: Mapping[str, Array], weights: Mapping[str, float]
+) -> Array:
+    """Eq. 5: L_style = sum_l w_l E_l, over the layers named in ``weights``.
+
+    Args:
+      features: the generated image's responses, by layer name.
+      grams: the style image's Gram matrices A^l, by layer name.
+      weights: w_l, by layer name (the paper: 1/5 on each of relu1_1 ... relu5_1).
+    """
+    return sum(w * style_layer_loss(features[name], grams[name]) for name, w in weights.items())
+
+
+def total_variation_loss(image: Array) -> Array:
+    """Squared total variation, sum of squared differences of neighbouring pixels.
+
+    Not in the paper: an optional smoothness prior (Mahendran & Vedaldi 2015)
+    on an image ``(..., H, W, C)``.
+    """
+    dy = image[..., 1:, :, :] - image[..., :-1, :, :]
+    dx = image[..., :, 1:, :] - image[..., :, :-1, :]
+    return jnp.sum(jnp.square(dy), axis=(-3, -2, -1)) + jnp.sum(jnp.square(dx), axis=(-3, -2, -1))
+
+
+def total_loss(
+    content: Array,
+    style: Array,
+    content_weight: float,
+    style_weight: float,
+    tv: Array | float = 0.0,
+    tv_weight: float = 0.0,
+) -> Array:
+    """Eq. 7: L_total = alpha L_content + beta L_style (+ tv_weight * TV, off by default).
+
+    The paper's alpha / beta ratio is 1e-3 (fig. 3) to 1e-4.
+    """
+    return content_weight * content + style_weight * style + tv_weight * tv

@@ -1,0 +1,58 @@
+"""What a set of VGG-19 weights expects of its input image, and the two conversions.
+
+jstyle's images are float32 RGB arrays in [0, 1], channels last. Each weights
+file records how its network wants them: the Caffe VGG-19 of the paper takes
+BGR pixels in 0-255 minus the ImageNet mean; torchvision's takes RGB in 0-1,
+minus a mean, divided by a standard deviation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+
+#: The ImageNet mean in Caffe's BGR order and 0-255 range (Simonyan & Zisserman).
+CAFFE_BGR_MEAN: tuple[float, float, float] = (103.939, 116.779, 123.68)
+#: torchvision's ImageNet normalisation, RGB order, 0-1 range.
+TORCHVISION_RGB_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+TORCHVISION_RGB_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """Input convention of a network: ``(pixels * pixel_range, reordered) - mean) / std``.
+
+    ``mean`` and ``std`` are given in the network's own ``channel_order``.
+    """
+
+    channel_order: str  # "BGR" or "RGB"
+    pixel_range: float  # 255.0 for Caffe weights, 1.0 for torchvision's
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"channel_order must be 'RGB' or 'BGR', not {self.channel_order!r}")
+
+
+CAFFE = Preprocessing(channel_order="BGR", pixel_range=255.0, mean=CAFFE_BGR_MEAN)
+TORCHVISION = Preprocessing(
+    channel_order="RGB", pixel_range=1.0, mean=TORCHVISION_RGB_MEAN, std=TORCHVISION_RGB_STD
+)
+
+
+def to_network(image: jnp.ndarray, prep: Preprocessing) -> jnp.ndarray:
+    """RGB image in [0, 1], shape (..., H, W, 3) -> the network's input space."""
+    x = image * prep.pixel_range
+    if prep.channel_order == "BGR":
+        x = x[..., ::-1]
+    return (x - jnp.asarray(prep.mean, x.dtype)) / jnp.asarray(prep.std, x.dtype)
+
+
+def from_network(x: jnp.ndarray, prep: Preprocessing) -> jnp.ndarray:
+    """Inverse of :func:`to_network` (no clipping): back to RGB in [0, 1]."""
+    x = x * jnp.asarray(prep.std, x.dtype) + jnp.asarray(prep.mean, x.dtype)
+    if prep.channel_order == "BGR":
+        x = x[..., ::-1]
+    return x / prep.pixel_range
