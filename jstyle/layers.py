@@ -52,7 +52,8 @@ def layer_index(name: str) -> int:
     try:
         return LAYERS.index(name)
     except ValueError:
-        raise KeyError(f"unknown VGG-19 layer {name!r}; valid layers: {', '.join(LAYERS)}") from None
+        valid = ", ".join(LAYERS)
+        raise KeyError(f"unknown VGG-19 layer {name!r}; valid layers: {valid}") from None
 
 
 def deepest(names: Iterable[str]) -> str:

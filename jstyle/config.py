@@ -1,0 +1,213 @@
+"""Run configuration: every key, its default and its meaning, defined once, and validated.
+
+Configs are YAML mappings (read with ``yaml.safe_load``: tags that would build
+Python objects are refused). Values may be overridden one key at a time with
+``key=value`` strings (the value parsed as YAML). Everything is checked here,
+before anything is compiled, and each problem is one :class:`JStyleError` line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jstyle.errors import JStyleError
+from jstyle.layers import LAYERS, PAPER_CONTENT_LAYERS, PAPER_STYLE_LAYERS, downsampling
+from jstyle.optimize import LBFGS_BACKENDS, OPTIMIZERS
+from jstyle.vgg import POOLING
+
+LayerWeights = tuple[tuple[str, float], ...]
+
+
+def _key(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - the dataclass field's help
+    return dataclasses.field(default=default, metadata={"help": help, **kw})
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A resolved run configuration. Defaults are the paper's choices (Gatys et al. 2016)."""
+
+    content: str | None = _key(
+        None, "content photo (any image Pillow reads); none: jstyle's default (scikit-image's "
+        "'chelsea' photo)")
+    style: tuple[str, ...] = _key(
+        (), "style image(s), a path or a list; several are blended with equal weights; none: "
+        "jstyle's generated swirl painting")
+    output: str = _key("out/stylized.png", "output PNG; a JSON sidecar is written beside it")
+    size: int = _key(512, "longest side of the output in pixels; the content photo is resized "
+                     "to it and the style image to the content's size (the paper)")
+    iterations: int = _key(500, "optimiser steps")
+    optimizer: str = _key("lbfgs", "lbfgs (the paper) or adam (less memory)", choices=OPTIMIZERS)
+    lbfgs_backend: str = _key("optax", "optax (default: maintained) or jaxopt; both use a zoom "
+                              "line search", choices=LBFGS_BACKENDS)
+    lbfgs_memory: int = _key(20, "L-BFGS history size (pairs of past steps kept)")
+    learning_rate: float = _key(0.02, "Adam's step size, in units of the [0, 1] pixel range")
+    init: str = _key("noise", "starting image: noise (white noise, the paper), content, style, "
+                     "or an image path")
+    seed: int = _key(0, "random seed of the noise init")
+    content_weight: float = _key(1.0, "alpha of eq. 7")
+    style_weight: float = _key(1000.0, "beta of eq. 7 (the paper: alpha/beta = 1e-3)")
+    content_layers: LayerWeights = _key(
+        tuple((n, 1.0) for n in PAPER_CONTENT_LAYERS),
+        "content layers: a list (weight 1 each) or a mapping layer: weight")
+    style_layers: LayerWeights = _key(
+        tuple((n, 1.0 / len(PAPER_STYLE_LAYERS)) for n in PAPER_STYLE_LAYERS),
+        "style layers: a list (w_l = 1/count each, eq. 5) or a mapping layer: w_l")
+    pooling: str = _key("avg", "avg (the paper) or max (as VGG-19 was trained)", choices=POOLING)
+    tv_weight: float = _key(0.0, "total-variation smoothing weight (0: off, as in the paper)")
+    save_every: int = _key(0, "also save the image every N iterations (0: only at the end)")
+    weights: str | None = _key(None, "VGG-19 weights file (jstyle HDF5); none: $JSTYLE_WEIGHTS "
+                               "or the user cache, provisioned on first use")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML/JSON-ready values (layers as mappings, paths as strings)."""
+        out = dataclasses.asdict(self)
+        out["style"] = list(self.style)
+        out["content_layers"] = dict(self.content_layers)
+        out["style_layers"] = dict(self.style_layers)
+        return out
+
+    @property
+    def deepest_downsampling(self) -> int:
+        """How many times the deepest requested layer is smaller than the image."""
+        return max(downsampling(n) for n, _ in self.content_layers + self.style_layers)
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _fail(key: str, problem: str) -> JStyleError:
+    return JStyleError(f"config key {key!r}: {problem}")
+
+
+def _suggest(word: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _number(key: str, value: Any, kind: type, minimum: float, strict: bool = False) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(key, f"expected a number, got {value!r}")
+    if kind is int and value != int(value):
+        raise _fail(key, f"expected a whole number, got {value!r}")
+    value = kind(value)
+    if value < minimum or (strict and value == minimum) or value != value:
+        bound = f"greater than {minimum}" if strict else f"at least {minimum}"
+        raise _fail(key, f"must be {bound}, got {value!r}")
+    return value
+
+
+def _optional_path(key: str, value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value or None
+    raise _fail(key, f"expected a file path, got {value!r}")
+
+
+def _layers(key: str, value: Any, list_weight: str) -> LayerWeights:
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list):
+        if not value:
+            raise _fail(key, "needs at least one layer")
+        weight = 1.0 / len(value) if list_weight == "mean" else 1.0
+        value = {name: weight for name in value}
+    if not isinstance(value, Mapping) or not value:
+        raise _fail(key, f"expected a list of layers or a mapping layer: weight, got {value!r}")
+    pairs = []
+    for name, weight in value.items():
+        if name not in LAYERS:
+            raise _fail(key, f"unknown layer {name!r}{_suggest(str(name), LAYERS)}; valid layers: "
+                        f"{', '.join(LAYERS)}")
+        pairs.append((name, _number(f"{key}.{name}", weight, float, 0.0)))
+    return tuple(pairs)
+
+
+def _validate(key: str, value: Any) -> Any:
+    """One key's value, checked and normalised."""
+    choices = FIELDS[key].metadata.get("choices")
+    if key in ("content", "weights"):
+        return _optional_path(key, value)
+    if key == "style":
+        if value is None:
+            return ()
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(s, str) and s for s in items):
+            raise _fail(key, f"expected a path or a list of paths, got {value!r}")
+        return tuple(items)
+    if key in ("output", "init"):
+        if not isinstance(value, str) or not value:
+            raise _fail(key, f"expected a non-empty string, got {value!r}")
+        return value
+    if choices:
+        if value not in choices:
+            raise _fail(key, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+    if key in ("size", "iterations", "lbfgs_memory"):
+        return _number(key, value, int, 1)
+    if key in ("seed", "save_every"):
+        return _number(key, value, int, 0)
+    if key == "learning_rate":
+        return _number(key, value, float, 0.0, strict=True)
+    if key in ("content_weight", "style_weight", "tv_weight"):
+        return _number(key, value, float, 0.0)
+    if key == "content_layers":
+        return _layers(key, value, "one")
+    if key == "style_layers":
+        return _layers(key, value, "mean")
+    raise AssertionError(f"no validator for {key}")  # every field has a branch above
+
+
+def resolve(values: Mapping[str, Any]) -> Config:
+    """A :class:`Config` from raw values (defaults for the rest), every key validated."""
+    checked = {}
+    for key, value in values.items():
+        if key not in FIELDS:
+            raise JStyleError(f"unknown config key {key!r}{_suggest(str(key), FIELDS)}; valid "
+                              f"keys: {', '.join(FIELDS)}")
+        checked[key] = _validate(key, value)
+    config = Config(**checked)
+    if config.size < 2 * config.deepest_downsampling:
+        raise _fail("size", f"{config.size} px is too small for the deepest requested layer; "
+                    f"use at least {2 * config.deepest_downsampling}")
+    return config
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML config file (safe loader; position of any syntax error)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise JStyleError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise JStyleError(f"cannot read config file {path}: {e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise JStyleError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise JStyleError(f"config file {path} must hold a mapping of key: value, not "
+                          f"{type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"key=value"`` -> ``(key, value)``, the value parsed as YAML (``size=256`` is an int)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise JStyleError(f"--set expects key=value, got {text!r}")
+    try:
+        return key, yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        return key, raw

@@ -1,0 +1,217 @@
+"""Command line: ``python -m jstyle.run --config configs/paper.yaml [overrides]``.
+
+The thin shell around the pure core: config -> images -> weights ->
+optimisation -> PNG and JSON sidecar. Every problem with the input is reported
+as one line on stderr (exit code 2) before anything is compiled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from jstyle import __version__
+from jstyle.config import FIELDS, Config, parse_override, read_yaml, resolve
+from jstyle.errors import JStyleError
+
+PROG = "python -m jstyle.run"
+
+
+class _Override(argparse.Action):
+    """Collects --content/--style/--output/--set in command-line order (later wins)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        overrides = getattr(namespace, "overrides", None) or []
+        if option_string == "--set":
+            overrides.append(parse_override(value))
+        elif option_string == "--style":
+            if not any(key == "style" and isinstance(v, list) and v is namespace._styles
+                       for key, v in overrides):
+                namespace._styles = []
+                overrides.append(("style", namespace._styles))
+            namespace._styles.append(value)
+        else:
+            overrides.append((self.dest, value))
+        namespace.overrides = overrides
+
+
+def _keys_help() -> str:
+    lines = ["config keys (YAML file, or --set key=value; defaults are the paper's):"]
+    for name, field in FIELDS.items():
+        default = Config.__dataclass_fields__[name].default
+        shown = Config().to_dict()[name] if default is not None else "none"
+        lines.append(f"  {name:<15} {field.metadata['help']} [default: {shown}]")
+    return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser (its --help lists every config key)."""
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Render a content photo in the style of a painting by optimising the "
+        "pixels of an image (Gatys, Ecker & Bethge, CVPR 2016).",
+        epilog=_keys_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", metavar="YAML", help="config file (e.g. configs/paper.yaml)")
+    p.add_argument("--content", metavar="PATH", action=_Override, help="content photo")
+    p.add_argument("--style", metavar="PATH", action=_Override,
+                   help="style image; repeat for several (blended with equal weights)")
+    p.add_argument("--output", metavar="PATH", action=_Override, help="output PNG")
+    p.add_argument("--set", metavar="KEY=VALUE", action=_Override,
+                   help="set any config key (value parsed as YAML); repeatable, later wins")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--version", action="version", version=f"jstyle {__version__}")
+    return p
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """The config file (if any) with the command line's overrides applied, validated."""
+    values: dict[str, Any] = read_yaml(args.config) if args.config else {}
+    for key, value in getattr(args, "overrides", None) or []:
+        values[key] = value
+    return resolve(values)
+
+
+def _sidecar_path(output: Path) -> Path:
+    return output.with_suffix(".json")
+
+
+def _check_output(output: Path, inputs: Sequence[str | None]) -> None:
+    if output.suffix.lower() != ".png":
+        raise JStyleError(f"output {output} must end in .png (jstyle writes PNG)")
+    resolved = output.resolve()
+    for path in inputs:
+        if path and Path(path).resolve() == resolved:
+            raise JStyleError(f"output {output} is one of the input images; choose another path")
+    folder = output.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise JStyleError(f"cannot create output folder {folder}: {e.strerror}") from None
+    probe = folder / f".{output.name}.write-test"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise JStyleError(f"output folder {folder} is not writable: {e.strerror}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = parser().parse_args(argv)
+    try:
+        return _run(args)
+    except JStyleError as e:
+        if args.debug:
+            raise
+        print(f"jstyle: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("jstyle: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    config = load_config(args)
+    output = Path(config.output)
+    _check_output(output, [config.content, *config.style, config.init])
+
+    # Inputs before anything heavy: a bad path fails in a second, not after compiling.
+    from jstyle.inputs import load_inputs
+
+    inputs = load_inputs(config)
+
+    from jstyle.weights import ensure_weights, load_weights
+
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    weights = load_weights(ensure_weights(config.weights, log=log))
+
+    import jax
+
+    from jstyle.images import save_png
+    from jstyle.objective import Objective
+    from jstyle.optimize import make_solver
+    from jstyle.progress import ProgressBar
+    from jstyle.transfer import stylize
+
+    objective = Objective(
+        content_layers=config.content_layers,
+        style_layers=config.style_layers,
+        content_weight=config.content_weight,
+        style_weight=config.style_weight,
+        tv_weight=config.tv_weight,
+        pooling=config.pooling,
+        preprocessing=weights.preprocessing,
+    )
+    solver = make_solver(
+        config.optimizer,
+        lbfgs_backend=config.lbfgs_backend,
+        lbfgs_memory=config.lbfgs_memory,
+        learning_rate=config.learning_rate,
+    )
+    height, width = inputs.content.shape[:2]
+    if not args.quiet:
+        print(f"jstyle: {width}x{height} px, {config.iterations} iterations of "
+              f"{config.optimizer}, on {jax.default_backend()}", file=sys.stderr)
+
+    def save_intermediate(progress) -> None:
+        if config.save_every and progress.iteration % config.save_every == 0 \
+                and progress.iteration < config.iterations:
+            save_png(output.with_name(f"{output.stem}_{progress.iteration:05d}.png"),
+                     progress.image)
+
+    with ProgressBar(config.iterations, disable=args.quiet) as bar:
+        result = stylize(
+            weights.params, inputs.content, inputs.styles, objective, solver,
+            iterations=config.iterations, init=inputs.init, seed=config.seed,
+            save_every=config.save_every,
+            on_progress=lambda p: (bar.update(p), save_intermediate(p)),
+        )
+
+    record = {
+        "jstyle_version": __version__,
+        "config": config.to_dict(),
+        "inputs": inputs.sources,
+        "size": {"height": height, "width": width},
+        "losses": result.terms,
+        "history": result.history,
+        "timings": {**result.timings, "total_s": time.perf_counter() - started},
+        "jax": {
+            "version": jax.__version__,
+            "backend": jax.default_backend(),
+            "devices": [str(d) for d in jax.devices()],
+        },
+        "python": platform.python_version(),
+        "weights": {"path": str(weights.path), "sha256": weights.sha256, "source": weights.source},
+    }
+    if not all(map(_finite, result.history)):
+        record["incomplete"] = "the loss became NaN or infinite; the image is the last one computed"
+    save_png(output, result.image, {"jstyle:config": json.dumps(record["config"])})
+    from jstyle.images import write_atomic
+
+    text = json.dumps(record, indent=2).encode()
+    write_atomic(_sidecar_path(output), lambda f: f.write(text))
+    if not args.quiet:
+        print(f"jstyle: wrote {output} and {_sidecar_path(output)} (loss "
+              f"{result.terms['total']:.4g}, {result.timings['optimize_s']:.1f} s)",
+              file=sys.stderr)
+    return 0 if "incomplete" not in record else 1
+
+
+def _finite(x: float) -> bool:
+    return x == x and abs(x) != float("inf")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
