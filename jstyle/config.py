@@ -192,6 +192,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        if isinstance(e, yaml.constructor.ConstructorError):
+            problem = f"{problem} (tags that build Python objects are refused)"
         raise JStyleError(f"config file {path} is not valid YAML{where}: {problem}") from None
     if data is None:
         return {}

@@ -15,6 +15,7 @@ L-BFGS backends:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -56,7 +57,9 @@ class JaxoptLBFGS:
     memory: int = 20
 
     def _solver(self, fun: Fun):
-        import jaxopt  # imported here: jaxopt is optional at run time, and slow to import
+        with warnings.catch_warnings():  # "no longer maintained": the module docstring says so
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import jaxopt  # imported here: only this backend needs it, and it is slow to import
 
         return jaxopt.LBFGS(fun=fun, history_size=self.memory, linesearch="zoom")
 

@@ -29,7 +29,7 @@ class _Override(argparse.Action):
     def __call__(self, parser, namespace, value, option_string=None):
         overrides = getattr(namespace, "overrides", None) or []
         if option_string == "--set":
-            overrides.append(parse_override(value))
+            overrides.append((None, value))  # parsed in load_config, where errors are reported
         elif option_string == "--style":
             if not any(key == "style" and isinstance(v, list) and v is namespace._styles
                        for key, v in overrides):
@@ -76,6 +76,8 @@ def load_config(args: argparse.Namespace) -> Config:
     """The config file (if any) with the command line's overrides applied, validated."""
     values: dict[str, Any] = read_yaml(args.config) if args.config else {}
     for key, value in getattr(args, "overrides", None) or []:
+        if key is None:
+            key, value = parse_override(value)
         values[key] = value
     return resolve(values)
 

@@ -1,0 +1,118 @@
+"""The command line, in a subprocess as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jstyle.config import FIELDS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def jstyle(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "jstyle.run", *args],
+        capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})}, timeout=600,
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jstyle: error: "), proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_help_explains_every_key():
+    proc = jstyle("--help")
+    assert proc.returncode == 0
+    for key in FIELDS:
+        assert f"\n  {key} " in proc.stdout, key
+    assert "--set KEY=VALUE" in proc.stdout
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    path = tmp_path / "photo with space é.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 60, 3)) * 255).astype(np.uint8)).save(
+        path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--content", "no/such/photo.jpg"], ["image not found: no/such/photo.jpg"]),
+        (["--style", "."], ["is a folder, not an image file"]),
+        (["--set", "sise=256"], ["unknown config key 'sise'", "did you mean 'size'"]),
+        (["--set", "style_layers=[relu1_1, relu6_1]"], ["unknown layer 'relu6_1'", "valid layers"]),
+        (["--config", "no/such.yaml"], ["config file not found"]),
+        (["--set", "size"], ["--set expects key=value"]),
+        (["--output", "out.jpg"], ["must end in .png"]),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, fragments, tmp_path):
+    assert_one_line_error(jstyle(*args, "--set", "iterations=1", cwd=ROOT), *fragments)
+
+
+def test_text_file_named_jpg(tmp_path):
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("not an image")
+    assert_one_line_error(jstyle("--content", str(fake)), "is not an image Pillow can read")
+
+
+def test_output_must_not_overwrite_an_input(photo):
+    assert_one_line_error(jstyle("--content", str(photo), "--output", str(photo)),
+                          "is one of the input images")
+
+
+def test_missing_explicit_weights_file(tmp_path, photo):
+    proc = jstyle("--content", str(photo), "--set", f"weights={tmp_path / 'none.h5'}",
+                  "--output", str(tmp_path / "o.png"))
+    assert_one_line_error(proc, "does not exist; create it with:", "convert_vgg_weights.py")
+
+
+def test_a_run_writes_png_and_sidecar(real_weights, tmp_path, photo):
+    out = tmp_path / "sub" / "result.png"
+    proc = jstyle(
+        "--config", "configs/paper.yaml", "--content", str(photo), "--output", str(out),
+        "--set", "size=48", "--set", "iterations=6", "--set", "save_every=3",
+        env={"JSTYLE_WEIGHTS": str(real_weights.path)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "stylizing" in proc.stderr  # the progress bar
+    image = Image.open(out)
+    assert image.size == (48, 32) and image.mode == "RGB"
+    assert json.loads(image.text["jstyle:config"])["size"] == 48
+    assert (tmp_path / "sub" / "result_00003.png").is_file()
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["config"]["iterations"] == 6
+    assert record["config"]["style"] == []
+    assert record["inputs"]["style"] == ["default:swirl_painting"]
+    assert len(record["history"]) == 6
+    assert set(record["losses"]) >= {"total", "content", "style", "style/relu1_1",
+                                     "content/relu4_2"}
+    assert record["timings"]["compile_s"] > 0 and record["timings"]["optimize_s"] > 0
+    assert record["jax"]["backend"] == "cpu"
+    assert record["weights"]["sha256"] == real_weights.sha256
+    assert not list(out.parent.glob(".*.tmp"))  # atomic writes leave nothing behind
+
+
+def test_later_overrides_win(tmp_path, real_weights):
+    out = tmp_path / "a.png"
+    proc = jstyle("--set", "size=40", "--set", "size=32", "--set", "iterations=1",
+                  "--set", "optimizer=adam", "--output", str(out), "--quiet",
+                  env={"JSTYLE_WEIGHTS": str(real_weights.path)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert max(Image.open(out).size) == 32

@@ -1,0 +1,114 @@
+"""Configs: defaults are the paper's, the shipped files resolve, and every mistake is one line."""
+
+from pathlib import Path
+
+import pytest
+
+from jstyle.config import FIELDS, Config, parse_override, read_yaml, resolve
+from jstyle.errors import JStyleError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_defaults_are_the_paper():
+    c = Config()
+    assert c.content_layers == (("relu4_2", 1.0),)
+    assert c.style_layers == tuple((f"relu{b}_1", 0.2) for b in range(1, 6))
+    assert c.content_weight / c.style_weight == pytest.approx(1e-3)
+    assert (c.pooling, c.init, c.optimizer, c.tv_weight) == ("avg", "noise", "lbfgs", 0.0)
+
+
+def test_paper_yaml_is_the_paper_as_written():
+    c = resolve(read_yaml(CONFIGS / "paper.yaml"))
+    d = Config()
+    for key in ("content_layers", "style_layers", "content_weight", "style_weight", "pooling",
+                "init", "optimizer", "tv_weight"):
+        assert getattr(c, key) == getattr(d, key), key
+    assert c.size == 512
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_resolves(path):
+    resolve(read_yaml(path))
+
+
+def test_layers_as_list_or_mapping():
+    c = resolve({"style_layers": ["relu1_1", "relu2_1"], "content_layers": "relu3_2"})
+    assert c.style_layers == (("relu1_1", 0.5), ("relu2_1", 0.5))
+    assert c.content_layers == (("relu3_2", 1.0),)
+    c = resolve({"style_layers": {"relu1_1": 3, "conv2_1": 1}})
+    assert c.style_layers == (("relu1_1", 3.0), ("conv2_1", 1.0))
+
+
+def test_style_path_or_list():
+    assert resolve({"style": "a.jpg"}).style == ("a.jpg",)
+    assert resolve({"style": ["a.jpg", "b.png"]}).style == ("a.jpg", "b.png")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"sise": 256}, "unknown config key 'sise' (did you mean 'size'?)"),
+        ({"style_layers": ["relu9_1"]}, "unknown layer 'relu9_1'"),
+        ({"content_layers": {"conv4_2x": 1}}, "valid layers: conv1_1"),
+        ({"size": 0}, "must be at least 1"),
+        ({"size": 20}, "too small for the deepest requested layer; use at least 32"),
+        ({"iterations": 0}, "'iterations': must be at least 1"),
+        ({"iterations": 2.5}, "whole number"),
+        ({"iterations": "many"}, "expected a number"),
+        ({"style_weight": -1}, "must be at least 0.0"),
+        ({"style_layers": {"relu1_1": -0.5}}, "'style_layers.relu1_1': must be at least 0.0"),
+        ({"learning_rate": 0}, "greater than 0.0"),
+        ({"optimizer": "sgd"}, "must be one of lbfgs, adam"),
+        ({"pooling": "median"}, "must be one of avg, max"),
+        ({"lbfgs_backend": "scipy"}, "must be one of optax, jaxopt"),
+        ({"style_layers": []}, "needs at least one layer"),
+        ({"style": [1, 2]}, "expected a path or a list of paths"),
+        ({"size": True}, "expected a number"),
+    ],
+)
+def test_bad_values_are_one_clear_line(values, message):
+    with pytest.raises(JStyleError) as info:
+        resolve(values)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_yaml_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("size: 256\nstyle: [a.jpg\n")
+    with pytest.raises(JStyleError, match=r"not valid YAML at line \d+, column \d+"):
+        read_yaml(bad)
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("size: !!python/object/apply:os.system ['touch pwned']\n")
+    with pytest.raises(JStyleError, match="tags that build Python objects are refused"):
+        read_yaml(evil)
+    assert not Path("pwned").exists()
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- size\n")
+    with pytest.raises(JStyleError, match="must hold a mapping"):
+        read_yaml(listy)
+    with pytest.raises(JStyleError, match="config file not found"):
+        read_yaml(tmp_path / "missing.yaml")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert read_yaml(empty) == {}
+
+
+def test_overrides_parse_as_yaml():
+    assert parse_override("size=256") == ("size", 256)
+    assert parse_override("style_layers=[relu1_1, relu2_1]") == (
+        "style_layers", ["relu1_1", "relu2_1"])
+    assert parse_override("output=out/a b.png") == ("output", "out/a b.png")
+    assert parse_override("weights=") == ("weights", None)
+    with pytest.raises(JStyleError, match="key=value"):
+        parse_override("size")
+
+
+def test_every_key_has_help():
+    assert all(f.metadata["help"] for f in FIELDS.values())
+
+
+def test_to_dict_round_trips():
+    c = resolve({"style": ["a.jpg"], "size": 64, "style_layers": {"relu1_1": 1.0}})
+    assert resolve(c.to_dict()) == c
