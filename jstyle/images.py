@@ -7,14 +7,13 @@ pixels are composited onto white (alpha is not part of the style transfer).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from jstyle.errors import JStyleError
+from jstyle.fileio import atomic_path
 
 RESAMPLE = Image.Resampling.LANCZOS
 
@@ -80,19 +79,6 @@ def save_png(path: str | Path, array: np.ndarray, text: dict[str, str] | None = 
     info = PngImagePlugin.PngInfo()
     for key, value in (text or {}).items():
         info.add_itxt(key, value)
-    return write_atomic(path, lambda f: from_array(array).save(f, format="PNG", pnginfo=info))
-
-
-def write_atomic(path: str | Path, write) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path) as tmp:
+        from_array(array).save(tmp, format="PNG", pnginfo=info)
+    return Path(path)

@@ -19,6 +19,7 @@ from typing import Any
 from jstyle import __version__
 from jstyle.config import FIELDS, Config, parse_override, read_yaml, resolve
 from jstyle.errors import JStyleError
+from jstyle.fileio import write_bytes_atomic
 
 PROG = "python -m jstyle.run"
 
@@ -200,10 +201,7 @@ def _run(args: argparse.Namespace) -> int:
     if not all(map(_finite, result.history)):
         record["incomplete"] = "the loss became NaN or infinite; the image is the last one computed"
     save_png(output, result.image, {"jstyle:config": json.dumps(record["config"])})
-    from jstyle.images import write_atomic
-
-    text = json.dumps(record, indent=2).encode()
-    write_atomic(_sidecar_path(output), lambda f: f.write(text))
+    write_bytes_atomic(_sidecar_path(output), json.dumps(record, indent=2).encode())
     if not args.quiet:
         print(f"jstyle: wrote {output} and {_sidecar_path(output)} (loss "
               f"{result.terms['total']:.4g}, {result.timings['optimize_s']:.1f} s)",

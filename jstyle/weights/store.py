@@ -14,7 +14,6 @@ import dataclasses
 import datetime
 import hashlib
 import os
-import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import h5py
 import numpy as np
 
 from jstyle.errors import JStyleError
+from jstyle.fileio import atomic_path
 from jstyle.layers import CONV_CHANNELS
 from jstyle.preprocessing import Preprocessing
 
@@ -105,30 +105,21 @@ def save_weights(
     missing = [key for key in PROVENANCE_KEYS if key not in provenance]
     if missing:
         raise ValueError(f"provenance lacks {', '.join(missing)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A fresh name beside the target (same filesystem, so os.replace is atomic); created by
-    # h5py itself so the file gets the usual permissions.
-    tmp_name = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with h5py.File(tmp_name, "x") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["channel_order"] = preprocessing.channel_order
-            f.attrs["pixel_range"] = float(preprocessing.pixel_range)
-            f.attrs["mean"] = np.asarray(preprocessing.mean, dtype=np.float64)
-            f.attrs["std"] = np.asarray(preprocessing.std, dtype=np.float64)
-            for key, value in provenance.items():
-                f.attrs[key] = str(value)
-            f.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
-            for layer in CONV_CHANNELS:
-                group = f.create_group(layer)
-                for name in ("kernel", "bias"):
-                    data = np.asarray(params[layer][name], dtype=np.float32)
-                    group.create_dataset(name, data=data)
-        os.replace(tmp_name, path)
-    except BaseException:
-        tmp_name.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp_name, h5py.File(tmp_name, "x") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["channel_order"] = preprocessing.channel_order
+        f.attrs["pixel_range"] = float(preprocessing.pixel_range)
+        f.attrs["mean"] = np.asarray(preprocessing.mean, dtype=np.float64)
+        f.attrs["std"] = np.asarray(preprocessing.std, dtype=np.float64)
+        for key, value in provenance.items():
+            f.attrs[key] = str(value)
+        f.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        for layer in CONV_CHANNELS:
+            group = f.create_group(layer)
+            for name in ("kernel", "bias"):
+                data = np.asarray(params[layer][name], dtype=np.float32)
+                group.create_dataset(name, data=data)
 
 
 def _attr_str(f: h5py.File, name: str) -> str:
