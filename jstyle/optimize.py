@@ -1,10 +1,12 @@
 """Optimisers of the image: L-BFGS (the paper's, two backends) and Adam.
 
 Each solver is a small frozen dataclass with two pure methods, ``init(fun, x)``
-and ``step(fun, x, state) -> (x, state, value)``, where ``fun`` is the scalar
-objective of the image. :func:`run_steps` runs up to ``chunk`` steps inside one
-compiled program (a ``lax.fori_loop``), recording the loss of every step, so the
-host sees the optimisation only between chunks, when the progress bar updates.
+and ``step(fun, x, state) -> (x, state, value, evaluations)``, where ``fun`` is
+the scalar objective of the image and ``evaluations`` counts the objective-and-
+gradient evaluations the step made. :func:`run_steps` runs up to ``chunk`` steps
+inside one compiled program (a ``lax.fori_loop``), recording the loss and the
+evaluations of every step, so the host sees the optimisation only between chunks,
+when the progress bar updates.
 
 L-BFGS backends:
   ``optax`` (default): ``optax.lbfgs`` with a zoom (strong Wolfe) line search.
@@ -42,12 +44,15 @@ class OptaxLBFGS:
     def init(self, fun: Fun, x: Array) -> Any:
         return self._tx().init(x)
 
-    def step(self, fun: Fun, x: Array, state: Any) -> tuple[Array, Any, Array]:
+    def step(self, fun: Fun, x: Array, state: Any) -> tuple[Array, Any, Array, Array]:
+        # The first step evaluates at x; later ones reuse what the line search stored.
+        first = optax.tree_utils.tree_get(state, "count") == 0
         value, grad = optax.value_and_grad_from_state(fun)(x, state=state)
         updates, state = self._tx().update(grad, state, x, value=value, grad=grad, value_fn=fun)
         x = optax.apply_updates(x, updates)
+        evaluations = optax.tree_utils.tree_get(state, "num_linesearch_steps") + first
         # The line search stored the objective at the new iterate.
-        return x, state, optax.tree_utils.tree_get(state, "value")
+        return x, state, optax.tree_utils.tree_get(state, "value"), evaluations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,9 +71,10 @@ class JaxoptLBFGS:
     def init(self, fun: Fun, x: Array) -> Any:
         return self._solver(fun).init_state(x)
 
-    def step(self, fun: Fun, x: Array, state: Any) -> tuple[Array, Any, Array]:
+    def step(self, fun: Fun, x: Array, state: Any) -> tuple[Array, Any, Array, Array]:
+        before = state.num_fun_eval
         x, state = self._solver(fun).update(x, state)
-        return x, state, state.value
+        return x, state, state.value, state.num_fun_eval - before
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,10 +86,10 @@ class Adam:
     def init(self, fun: Fun, x: Array) -> Any:
         return optax.adam(self.learning_rate).init(x)
 
-    def step(self, fun: Fun, x: Array, state: Any) -> tuple[Array, Any, Array]:
+    def step(self, fun: Fun, x: Array, state: Any) -> tuple[Array, Any, Array, Array]:
         value, grad = jax.value_and_grad(fun)(x)
         updates, state = optax.adam(self.learning_rate).update(grad, state, x)
-        return optax.apply_updates(x, updates), state, value
+        return optax.apply_updates(x, updates), state, value, jnp.ones((), jnp.int32)
 
 
 Solver = OptaxLBFGS | JaxoptLBFGS | Adam
@@ -107,18 +113,20 @@ def make_solver(
 
 def run_steps(
     solver: Solver, fun: Fun, x: Array, state: Any, n: Array | int, chunk: int
-) -> tuple[Array, Any, Array]:
+) -> tuple[Array, Any, Array, Array]:
     """Up to ``chunk`` solver steps (``n`` of them, ``n <= chunk``) in one loop.
 
-    Returns the new image and state, and the ``chunk`` losses (NaN past ``n``).
-    Traceable: call it inside ``jax.jit`` with ``n`` dynamic, so one compiled
-    program serves every chunk length.
+    Returns the new image and state, the ``chunk`` losses (NaN past ``n``) and
+    the objective evaluations of each step (0 past ``n``). Traceable: call it
+    inside ``jax.jit`` with ``n`` dynamic, so one compiled program serves every
+    chunk length.
     """
 
     def body(i, carry):
-        x, state, history = carry
-        x, state, value = solver.step(fun, x, state)
-        return x, state, history.at[i].set(value)
+        x, state, history, evaluations = carry
+        x, state, value, count = solver.step(fun, x, state)
+        return x, state, history.at[i].set(value), evaluations.at[i].set(count)
 
     history = jnp.full((chunk,), jnp.nan, dtype=x.dtype)
-    return jax.lax.fori_loop(0, n, body, (x, state, history))
+    evaluations = jnp.zeros((chunk,), jnp.int32)
+    return jax.lax.fori_loop(0, n, body, (x, state, history, evaluations))

@@ -142,12 +142,14 @@ def _run(args: argparse.Namespace) -> int:
 
     import jax
 
+    from jstyle.cache import enable_compilation_cache
     from jstyle.images import save_png
     from jstyle.objective import Objective
     from jstyle.optimize import make_solver
     from jstyle.progress import ProgressBar
     from jstyle.transfer import stylize
 
+    enable_compilation_cache()
     objective = Objective(
         content_layers=config.content_layers,
         style_layers=config.style_layers,
@@ -189,6 +191,7 @@ def _run(args: argparse.Namespace) -> int:
         "size": {"height": height, "width": width},
         "losses": result.terms,
         "history": result.history,
+        "evaluations": result.evaluations,
         "timings": {**result.timings, "total_s": time.perf_counter() - started},
         "jax": {
             "version": jax.__version__,

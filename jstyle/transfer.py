@@ -79,11 +79,13 @@ class Progress(NamedTuple):
 
 
 class Result(NamedTuple):
-    """The optimised image, its loss terms, the loss after every iteration, and timings."""
+    """The optimised image, its loss terms, the loss after every iteration, the number of
+    objective evaluations, and timings."""
 
     image: np.ndarray
     terms: dict[str, float]
     history: list[float]
+    evaluations: int  # objective-and-gradient evaluations, line searches included
     timings: dict[str, float]
 
 
@@ -134,12 +136,14 @@ def stylize(
     t_compiled = time.perf_counter()
 
     history: list[float] = []
+    evaluations = 0
     done = 0
     while done < iterations:
         n = min(chunk, iterations - done)
         if save_every:  # chunks end on every multiple of save_every
             n = min(n, save_every - done % save_every)
-        image, state, values = run(image, state, n, params, targets)
+        image, state, values, counts = run(image, state, n, params, targets)
+        evaluations += int(np.sum(counts))
         done += n
         values = np.asarray(values[:n]).tolist()
         history += values
@@ -156,4 +160,4 @@ def stylize(
         "optimize_s": t_end - t_compiled,
         "iterations_per_s": len(history) / max(t_end - t_compiled, 1e-9),
     }
-    return Result(np.asarray(image), terms, history, timings)
+    return Result(np.asarray(image), terms, history, evaluations, timings)

@@ -119,6 +119,7 @@ def test_every_solver_lowers_the_loss(random_params, rng, solver):
     result = stylize(random_params, content, [style], OBJECTIVE, solver, iterations=12,
                      save_every=5, on_progress=reports.append)
     assert len(result.history) == 12
+    assert result.evaluations >= 12 if not isinstance(solver, Adam) else result.evaluations == 12
     assert result.history[-1] < 0.5 * result.history[0]
     assert result.image.shape == content.shape
     # Chunks end on every multiple of save_every, and at the end.

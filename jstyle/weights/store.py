@@ -20,6 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from jstyle.cache import cache_dir
 from jstyle.errors import JStyleError
 from jstyle.fileio import atomic_path
 from jstyle.layers import CONV_CHANNELS
@@ -186,8 +187,7 @@ def default_weights_path() -> Path:
     explicit = os.environ.get("JSTYLE_WEIGHTS")
     if explicit:
         return Path(explicit).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path("~/.cache").expanduser())
-    return Path(cache).expanduser() / "jstyle" / "vgg19-imagenet.h5"
+    return cache_dir() / "vgg19-imagenet.h5"
 
 
 def ensure_weights(
