@@ -1,0 +1,1 @@
+"""Benchmarks of jstyle against a PyTorch reference (needs the `bench` extra: torch, matplotlib)."""

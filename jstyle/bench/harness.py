@@ -1,0 +1,236 @@
+"""``python -m jstyle.bench``: jstyle (JAX/XLA) against a PyTorch reference on the same work.
+
+For each image size it measures, each in a fresh process (see
+:mod:`jstyle.bench.worker`): one loss-and-gradient evaluation (median after
+warm-up) in JAX and in PyTorch eager (and ``torch.compile`` unless skipped), the
+achieved GFLOP/s of that evaluation against the float32 matrix-multiply ceiling
+measured in the same run, and peak memory. Then JIT compile time cold and with
+the persistent compilation cache warm, and L-BFGS end to end. It prints a
+markdown table and writes a JSON file and a PNG plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from jstyle.layers import CONV_CHANNELS, PAPER_CONTENT_LAYERS, PAPER_STYLE_LAYERS, deepest
+
+ASPECT = 3 / 4  # height / width of every benchmark image (the paper's photo is 4:3)
+
+
+def shape_for(size: int) -> tuple[int, int]:
+    """(height, width) of a benchmark image whose longest side is ``size``."""
+    return round(size * ASPECT), size
+
+
+def conv_flops(height: int, width: int, last: str) -> int:
+    """FLOPs of one loss-and-gradient evaluation's convolutions, up to layer ``last``.
+
+    Forward: 2 * 9 * C_in * C_out * h * w per 3x3 convolution (SAME padding) at its
+    resolution. The gradient with respect to the image costs the same again (one
+    transposed convolution per layer); no gradient of the weights is computed.
+    """
+    block_of_last = int(last[4])
+    total = 0
+    for name, (cin, cout) in CONV_CHANNELS.items():
+        block, index = int(name[4]), int(name[6])
+        if block > block_of_last or (block == block_of_last and last.startswith(("conv", "relu"))
+                                     and index > int(last[6])):
+            continue
+        scale = 2 ** (block - 1)
+        total += 2 * 9 * cin * cout * (height // scale) * (width // scale)
+    return 2 * total
+
+
+def _worker(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run one measurement in a fresh process; a failure is recorded, not raised."""
+    cmd = [sys.executable, "-m", "jstyle.bench.worker", json.dumps(spec)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    lines = (proc.stderr or proc.stdout).strip().splitlines()
+    return {"error": lines[-1] if lines else f"exit code {proc.returncode}"}
+
+
+def _ratio(a: dict, b: dict) -> float | None:
+    if "median_s" in a and "median_s" in b:
+        return a["median_s"] / b["median_s"]
+    return None
+
+
+def run_benchmarks(args: argparse.Namespace, log) -> dict[str, Any]:
+    """Every measurement the command line asks for, as one JSON-ready record."""
+    last = deepest(PAPER_CONTENT_LAYERS + PAPER_STYLE_LAYERS)
+    record: dict[str, Any] = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "python": platform.python_version()},
+        "command": " ".join(["python -m jstyle.bench", *sys.argv[1:]]),
+        "objective": f"paper: content {PAPER_CONTENT_LAYERS}, style {PAPER_STYLE_LAYERS}, "
+                     "avg pooling, float32",
+    }
+    t = args.timeout
+    log("matrix-multiply ceiling")
+    ceiling = {fw: _worker({"kind": f"matmul_{fw}", "n": 2048, "repeats": 5}, t)
+               for fw in ("jax", "torch")}
+    record["matmul"] = ceiling
+    best = max((c.get("gflops", 0.0) for c in ceiling.values()), default=0.0)
+    record["ceiling_gflops"] = best
+
+    rows = []
+    for size in args.sizes:
+        height, width = shape_for(size)
+        common = {"height": height, "width": width, "repeats": args.repeats, "warmup": 1}
+        row: dict[str, Any] = {"size": size, "height": height, "width": width,
+                               "gflop": conv_flops(height, width, last) / 1e9}
+        log(f"{size} px: jax")
+        row["jax"] = _worker({"kind": "eval_jax", **common}, t)
+        log(f"{size} px: torch eager")
+        row["torch"] = _worker({"kind": "eval_torch", **common}, t)
+        if not args.no_torch_compile:
+            log(f"{size} px: torch.compile")
+            row["torch_compile"] = _worker({"kind": "eval_torch", "compile": True, **common}, t)
+        for fw in ("jax", "torch", "torch_compile"):
+            m = row.get(fw, {})
+            if "median_s" in m:
+                m["gflops"] = row["gflop"] / m["median_s"]
+                m["of_ceiling"] = m["gflops"] / best if best else None
+        row["jax_vs_torch"] = _ratio(row["jax"], row["torch"])
+        row["jax_vs_torch_compile"] = _ratio(row["jax"], row.get("torch_compile", {}))
+        rows.append(row)
+    record["evaluations"] = rows
+
+    log("compile time: cold, then warm persistent cache")
+    with tempfile.TemporaryDirectory() as cache:
+        h, w = shape_for(args.e2e_size)
+        spec = {"kind": "startup_jax", "cache_dir": cache, "height": h, "width": w}
+        record["startup"] = {"cold": _worker(spec, t), "warm": _worker(spec, t)}
+
+    h, w = shape_for(args.e2e_size)
+    spec = {"height": h, "width": w, "iterations": args.iterations, "memory": args.memory}
+    log(f"L-BFGS end to end, {args.e2e_size} px, {args.iterations} iterations: jax")
+    e2e = {"jax": _worker({"kind": "lbfgs_jax", **spec}, t)}
+    log("L-BFGS end to end: torch")
+    e2e["torch"] = _worker({"kind": "lbfgs_torch", **spec}, t)
+    if "seconds" in e2e["jax"] and "seconds" in e2e["torch"]:
+        e2e["jax_vs_torch"] = e2e["jax"]["seconds"] / e2e["torch"]["seconds"]
+    record["lbfgs"] = {"size": args.e2e_size, "iterations": args.iterations,
+                       "memory": args.memory, **e2e}
+    return record
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _ms(m: dict) -> str:
+    return _fmt(m.get("median_s") and m["median_s"] * 1e3, ".0f")
+
+
+def markdown(record: dict[str, Any]) -> str:
+    """The record as markdown tables (ratios first)."""
+    out = [f"float32 matmul ceiling: {record['ceiling_gflops']:.0f} GFLOP/s "
+           f"(XLA {_fmt(record['matmul']['jax'].get('gflops'), '.0f')}, "
+           f"PyTorch {_fmt(record['matmul']['torch'].get('gflops'), '.0f')})", "",
+           "| size | JAX / torch eager | JAX / torch.compile | JAX ms | torch eager ms | "
+           "torch.compile ms | GFLOP | JAX GFLOP/s (of ceiling) | torch GFLOP/s | "
+           "peak RSS MB JAX / torch |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in record["evaluations"]:
+        j, t, c = r["jax"], r["torch"], r.get("torch_compile", {})
+        out.append(
+            f"| {r['width']}x{r['height']} | {_fmt(r['jax_vs_torch'], '.2f')} | "
+            f"{_fmt(r['jax_vs_torch_compile'], '.2f')} | {_ms(j)} | {_ms(t)} | {_ms(c)} | "
+            f"{r['gflop']:.1f} | {_fmt(j.get('gflops'), '.0f')} "
+            f"({_fmt(j.get('of_ceiling') and j['of_ceiling'] * 100, '.0f')}%) | "
+            f"{_fmt(t.get('gflops'), '.0f')} | {_fmt(j.get('peak_rss_mb'), '.0f')} / "
+            f"{_fmt(t.get('peak_rss_mb'), '.0f')} |")
+    s = record["startup"]
+    out += ["", f"| JIT compile ({record['lbfgs']['size']} px run) | cold | warm cache |",
+            "| --- | --- | --- |",
+            f"| compile s | {_fmt(s['cold'].get('compile_s'), '.2f')} | "
+            f"{_fmt(s['warm'].get('compile_s'), '.2f')} |",
+            f"| process start to first step s | {_fmt(s['cold'].get('since_start_s'), '.2f')} | "
+            f"{_fmt(s['warm'].get('since_start_s'), '.2f')} |"]
+    lb = record["lbfgs"]
+    out += ["", f"| L-BFGS, {lb['size']} px, {lb['iterations']} iterations, memory "
+            f"{lb['memory']} | wall s | evaluations | final loss |", "| --- | --- | --- | --- |"]
+    for fw, name in (("jax", "jstyle (optax.lbfgs)"), ("torch", "torch.optim.LBFGS")):
+        m = lb[fw]
+        out.append(f"| {name} | {_fmt(m.get('seconds'), '.1f')} | {m.get('evaluations', 'n/a')} "
+                   f"| {_fmt(m.get('final_loss'), '.4g')} |")
+    out.append(f"| ratio jstyle / torch | {_fmt(lb.get('jax_vs_torch'), '.2f')} | | |")
+    errors = [f"{k}: {v['error']}" for r in record["evaluations"] for k, v in r.items()
+              if isinstance(v, dict) and "error" in v]
+    if errors:
+        out += ["", "Failed measurements: " + "; ".join(errors)]
+    return "\n".join(out)
+
+
+def plot(record: dict[str, Any], path: Path) -> None:
+    """Time per evaluation against pixel count, both frameworks, log-log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for key, label in (("jax", "jstyle (JAX/XLA)"), ("torch", "PyTorch eager"),
+                       ("torch_compile", "torch.compile")):
+        pts = [(r["width"] * r["height"], r[key]["median_s"]) for r in record["evaluations"]
+               if "median_s" in r.get(key, {})]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker="o", label=label)
+    ax.set(xscale="log", yscale="log", xlabel="pixels", ylabel="seconds per loss+gradient",
+           title="One evaluation of the paper's objective")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m jstyle.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512, 1024],
+                   help="longest sides in pixels (images are 4:3)")
+    p.add_argument("--repeats", type=int, default=5, help="timed evaluations per measurement")
+    p.add_argument("--iterations", type=int, default=100, help="L-BFGS iterations end to end")
+    p.add_argument("--e2e-size", type=int, default=256, help="size of the end-to-end run")
+    p.add_argument("--memory", type=int, default=20, help="L-BFGS history size (both)")
+    p.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
+    p.add_argument("--out", type=Path, default=Path("out/bench"),
+                   help="folder for results.json and time_per_eval.png")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("jstyle.bench: error: PyTorch is needed: pip install -e '.[bench]'", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    record = run_benchmarks(args, lambda msg: print(f"[bench] {msg}", file=sys.stderr,
+                                                     flush=True))
+    record["wall_s"] = time.perf_counter() - t0
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(record, indent=2))
+    plot(record, args.out / "time_per_eval.png")
+    print(markdown(record))
+    print(f"\nwrote {args.out / 'results.json'} and {args.out / 'time_per_eval.png'}",
+          file=sys.stderr)
+    return 0
