@@ -119,3 +119,16 @@ def test_losses_jit_and_agree_with_eager(rng):
     np.testing.assert_allclose(jax.jit(losses.content_loss)(F, P),
                                losses.content_loss(F, P), rtol=1e-6)
     assert jnp.isfinite(jax.jit(jax.grad(losses.style_layer_loss))(F, A)).all()
+
+
+def test_gram_derivative_matches_autodiff_with_batch_axes(rng):
+    F = rng.standard_normal((2, 4, 5, 3)).astype(np.float32)
+    R = rng.standard_normal((2, 3, 3)).astype(np.float32)  # not symmetric on purpose
+
+    def ours(F):
+        return jnp.sum(losses.gram_matrix(F) * R)
+
+    def plain(F):
+        return jnp.sum(jnp.einsum("...hwi,...hwj->...ij", F, F) * R)
+
+    np.testing.assert_allclose(jax.grad(ours)(F), jax.grad(plain)(F), rtol=1e-5, atol=1e-5)

@@ -143,15 +143,16 @@ def markdown(record: dict[str, Any]) -> str:
     out = [f"float32 matmul ceiling: {record['ceiling_gflops']:.0f} GFLOP/s "
            f"(XLA {_fmt(record['matmul']['jax'].get('gflops'), '.0f')}, "
            f"PyTorch {_fmt(record['matmul']['torch'].get('gflops'), '.0f')})", "",
-           "| size | JAX / torch eager | JAX / torch.compile | JAX ms | torch eager ms | "
-           "torch.compile ms | GFLOP | JAX GFLOP/s (of ceiling) | torch GFLOP/s | "
-           "peak RSS MB JAX / torch |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "| size | JAX / torch eager | JAX / torch.compile | JAX ms | JAX in loop ms | "
+           "torch eager ms | torch.compile ms | GFLOP | JAX GFLOP/s (of ceiling) | "
+           "torch GFLOP/s | peak RSS MB JAX / torch |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in record["evaluations"]:
         j, t, c = r["jax"], r["torch"], r.get("torch_compile", {})
         out.append(
             f"| {r['width']}x{r['height']} | {_fmt(r['jax_vs_torch'], '.2f')} | "
-            f"{_fmt(r['jax_vs_torch_compile'], '.2f')} | {_ms(j)} | {_ms(t)} | {_ms(c)} | "
+            f"{_fmt(r['jax_vs_torch_compile'], '.2f')} | {_ms(j)} | "
+            f"{_fmt(j.get('in_loop_s') and j['in_loop_s'] * 1e3, '.0f')} | {_ms(t)} | {_ms(c)} | "
             f"{r['gflop']:.1f} | {_fmt(j.get('gflops'), '.0f')} "
             f"({_fmt(j.get('of_ceiling') and j['of_ceiling'] * 100, '.0f')}%) | "
             f"{_fmt(t.get('gflops'), '.0f')} | {_fmt(j.get('peak_rss_mb'), '.0f')} / "
