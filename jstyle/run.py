@@ -31,12 +31,12 @@ class _Override(argparse.Action):
         overrides = getattr(namespace, "overrides", None) or []
         if option_string == "--set":
             overrides.append((None, value))  # parsed in load_config, where errors are reported
-        elif option_string == "--style":
-            if not any(key == "style" and isinstance(v, list) and v is namespace._styles
-                       for key, v in overrides):
-                namespace._styles = []
-                overrides.append(("style", namespace._styles))
-            namespace._styles.append(value)
+        elif option_string == "--style":  # repeated: one list, at the first --style's place
+            styles = getattr(namespace, "_styles", None)
+            if styles is None:
+                namespace._styles = styles = []
+                overrides.append(("style", styles))
+            styles.append(value)
         else:
             overrides.append((self.dest, value))
         namespace.overrides = overrides

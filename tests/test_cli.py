@@ -116,3 +116,17 @@ def test_later_overrides_win(tmp_path, real_weights):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert max(Image.open(out).size) == 32
+
+
+def test_overrides_apply_in_command_line_order():
+    from jstyle.run import load_config, parser
+
+    def config(*argv):
+        return load_config(parser().parse_args(list(argv)))
+
+    assert config("--style", "a.jpg", "--set", "size=64", "--style", "b.jpg").style == (
+        "a.jpg", "b.jpg")
+    assert config("--style", "a.jpg", "--set", "style=c.jpg").style == ("c.jpg",)
+    assert config("--set", "style=c.jpg", "--style", "a.jpg").style == ("a.jpg",)
+    assert config("--config", str(ROOT / "configs" / "quick.yaml"), "--set", "size=100").size == 100
+    assert config("--config", str(ROOT / "configs" / "quick.yaml")).size == 256
