@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -111,22 +111,54 @@ def make_solver(
     raise ValueError(f"lbfgs_backend must be one of {LBFGS_BACKENDS}, not {lbfgs_backend!r}")
 
 
+class Steps(NamedTuple):
+    """What :func:`run_steps` returns."""
+
+    x: Array  # the image after the last finite step
+    state: Any  # the solver state (not meaningful after a failed step)
+    history: Array  # (chunk,) loss after each step; NaN past the steps taken
+    evaluations: Array  # (chunk,) objective evaluations of each step; 0 past them
+    failed_at: Array  # index of the step whose loss or image was not finite, or -1
+    rejected: Array  # that step's non-finite image (for diagnosis), else x
+
+
 def run_steps(
     solver: Solver, fun: Fun, x: Array, state: Any, n: Array | int, chunk: int
-) -> tuple[Array, Any, Array, Array]:
+) -> Steps:
     """Up to ``chunk`` solver steps (``n`` of them, ``n <= chunk``) in one loop.
 
-    Returns the new image and state, the ``chunk`` losses (NaN past ``n``) and
-    the objective evaluations of each step (0 past ``n``). Traceable: call it
-    inside ``jax.jit`` with ``n`` dynamic, so one compiled program serves every
-    chunk length.
+    The loop stops at the first step whose loss or new image is not finite (NaN
+    or inf); the image then stays the last finite one. Traceable: call it inside
+    ``jax.jit`` with ``n`` dynamic, so one compiled program serves every chunk
+    length.
     """
 
-    def body(i, carry):
-        x, state, history, evaluations = carry
-        x, state, value, count = solver.step(fun, x, state)
-        return x, state, history.at[i].set(value), evaluations.at[i].set(count)
+    def cond(carry):
+        i, failed = carry[0], carry[-1]
+        return (i < n) & (failed < 0)
 
-    history = jnp.full((chunk,), jnp.nan, dtype=x.dtype)
-    evaluations = jnp.zeros((chunk,), jnp.int32)
-    return jax.lax.fori_loop(0, n, body, (x, state, history, evaluations))
+    def body(carry):
+        i, x, state, history, evaluations, rejected, failed = carry
+        x_new, state, value, count = solver.step(fun, x, state)
+        ok = jnp.isfinite(value) & jnp.all(jnp.isfinite(x_new))
+        return (
+            i + 1,
+            jnp.where(ok, x_new, x),
+            state,
+            history.at[i].set(value),
+            evaluations.at[i].set(count),
+            jnp.where(ok, rejected, x_new),
+            jnp.where(ok, failed, i),
+        )
+
+    carry = (
+        jnp.zeros((), jnp.int32),
+        x,
+        state,
+        jnp.full((chunk,), jnp.nan, dtype=x.dtype),
+        jnp.zeros((chunk,), jnp.int32),
+        x,
+        jnp.full((), -1, jnp.int32),
+    )
+    _, x, state, history, evaluations, rejected, failed = jax.lax.while_loop(cond, body, carry)
+    return Steps(x, state, history, evaluations, failed, rejected)

@@ -10,18 +10,18 @@ from jstyle.transfer import Progress
 class ProgressBar:
     """A tqdm bar fed by :class:`jstyle.transfer.Progress` reports (one per compiled chunk)."""
 
-    def __init__(self, iterations: int, disable: bool = False) -> None:
-        self._bar = tqdm(total=iterations, unit="it", disable=disable, dynamic_ncols=True,
-                         desc="stylizing")
+    def __init__(self, iterations: int, initial: int = 0, disable: bool = False) -> None:
+        self._bar = tqdm(total=iterations, initial=initial, unit="it", disable=disable,
+                         dynamic_ncols=True, desc="stylizing")
 
-    def update(self, progress: Progress) -> None:
-        """Advance to ``progress.iteration`` and show its losses."""
+    def update(self, progress: Progress, offset: int = 0) -> None:
+        """Advance to iteration ``offset + progress.iteration`` and show its losses."""
         t = progress.terms
         self._bar.set_postfix_str(
             f"loss {t['total']:.3e} content {t['content']:.3e} style {t['style']:.3e}",
             refresh=False,
         )
-        self._bar.update(progress.iteration - self._bar.n)
+        self._bar.update(offset + progress.iteration - self._bar.n)
 
     def __enter__(self) -> ProgressBar:
         return self

@@ -8,8 +8,8 @@ as one line on stderr (exit code 2) before anything is compiled.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -19,7 +19,6 @@ from typing import Any
 from jstyle import __version__
 from jstyle.config import FIELDS, Config, parse_override, read_yaml, resolve
 from jstyle.errors import JStyleError
-from jstyle.fileio import write_bytes_atomic
 
 PROG = "python -m jstyle.run"
 
@@ -67,6 +66,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="PATH", action=_Override, help="output PNG")
     p.add_argument("--set", metavar="KEY=VALUE", action=_Override,
                    help="set any config key (value parsed as YAML); repeatable, later wins")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run at the output path (same options)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--version", action="version", version=f"jstyle {__version__}")
@@ -81,10 +82,6 @@ def load_config(args: argparse.Namespace) -> Config:
             key, value = parse_override(value)
         values[key] = value
     return resolve(values)
-
-
-def _sidecar_path(output: Path) -> Path:
-    return output.with_suffix(".json")
 
 
 def _check_output(output: Path, inputs: Sequence[str | None]) -> None:
@@ -108,8 +105,10 @@ def _check_output(output: Path, inputs: Sequence[str | None]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code."""
+    """Entry point; returns the process exit code (0 done, 1 stopped early, 2 bad input,
+    130 interrupted: the image so far is saved and ``--resume`` continues it)."""
     args = parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return _run(args)
     except JStyleError as e:
@@ -117,11 +116,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"jstyle: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before the optimisation started: nothing to save
         if args.debug:
             raise
         print("jstyle: interrupted", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM is handled as Ctrl-C: the run saves what it has before it exits."""
+    raise KeyboardInterrupt
+
+
+def _objective_and_solver(config: Config, preprocessing):
+    from jstyle.objective import Objective
+    from jstyle.optimize import make_solver
+
+    objective = Objective(
+        content_layers=config.content_layers,
+        style_layers=config.style_layers,
+        content_weight=config.content_weight,
+        style_weight=config.style_weight,
+        tv_weight=config.tv_weight,
+        pooling=config.pooling,
+        preprocessing=preprocessing,
+    )
+    solver = make_solver(
+        config.optimizer,
+        lbfgs_backend=config.lbfgs_backend,
+        lbfgs_memory=config.lbfgs_memory,
+        learning_rate=config.learning_rate,
+    )
+    return objective, solver
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -130,69 +158,77 @@ def _run(args: argparse.Namespace) -> int:
     output = Path(config.output)
     _check_output(output, [config.content, *config.style, config.init])
 
+    from jstyle import outputs
+
+    done, history, evaluations = 0, [], 0
+    resumed = None
+    if args.resume:
+        resumed, previous = outputs.read_resume(output, config.to_dict())
+        done = len(previous["history"])
+        history, evaluations = previous["history"], previous.get("evaluations", 0)
+
     # Inputs before anything heavy: a bad path fails in a second, not after compiling.
     from jstyle.inputs import load_inputs
 
     inputs = load_inputs(config)
+    height, width = inputs.content.shape[:2]
+    if resumed is not None and resumed.shape != inputs.content.shape:
+        raise JStyleError(f"{outputs.resume_path(output)} holds a {resumed.shape[1]}x"
+                          f"{resumed.shape[0]} image, not {width}x{height}; resume with the "
+                          "same inputs and size")
+
+    from jstyle.memory import check_memory
+
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    estimate = check_memory(height, width, config)
 
     from jstyle.weights import ensure_weights, load_weights
 
-    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     weights = load_weights(ensure_weights(config.weights, log=log))
 
     import jax
 
     from jstyle.cache import enable_compilation_cache
     from jstyle.images import save_png
-    from jstyle.objective import Objective
-    from jstyle.optimize import make_solver
     from jstyle.progress import ProgressBar
-    from jstyle.transfer import stylize
+    from jstyle.transfer import Interrupted, stylize
 
     enable_compilation_cache()
-    objective = Objective(
-        content_layers=config.content_layers,
-        style_layers=config.style_layers,
-        content_weight=config.content_weight,
-        style_weight=config.style_weight,
-        tv_weight=config.tv_weight,
-        pooling=config.pooling,
-        preprocessing=weights.preprocessing,
-    )
-    solver = make_solver(
-        config.optimizer,
-        lbfgs_backend=config.lbfgs_backend,
-        lbfgs_memory=config.lbfgs_memory,
-        learning_rate=config.learning_rate,
-    )
-    height, width = inputs.content.shape[:2]
-    if not args.quiet:
-        print(f"jstyle: {width}x{height} px, {config.iterations} iterations of "
-              f"{config.optimizer}, on {jax.default_backend()}", file=sys.stderr)
+    objective, solver = _objective_and_solver(config, weights.preprocessing)
+    log(f"jstyle: {width}x{height} px, {config.iterations} iterations of {config.optimizer}"
+        f"{f' (resuming after {done})' if resumed is not None else ''}, on "
+        f"{jax.default_backend()}, about {estimate / 2**30:.1f} GiB of memory")
 
     def save_intermediate(progress) -> None:
-        if config.save_every and progress.iteration % config.save_every == 0 \
-                and progress.iteration < config.iterations:
-            save_png(output.with_name(f"{output.stem}_{progress.iteration:05d}.png"),
-                     progress.image)
+        iteration = done + progress.iteration
+        if config.save_every and iteration % config.save_every == 0 \
+                and iteration < config.iterations:
+            save_png(output.with_name(f"{output.stem}_{iteration:05d}.png"), progress.image)
 
-    with ProgressBar(config.iterations, disable=args.quiet) as bar:
-        result = stylize(
-            weights.params, inputs.content, inputs.styles, objective, solver,
-            iterations=config.iterations, init=inputs.init, seed=config.seed,
-            save_every=config.save_every,
-            on_progress=lambda p: (bar.update(p), save_intermediate(p)),
-        )
+    interrupted = False
+    with ProgressBar(config.iterations, initial=done, disable=args.quiet) as bar:
+        try:
+            result = stylize(
+                weights.params, inputs.content, inputs.styles, objective, solver,
+                iterations=config.iterations - done,
+                init=resumed if resumed is not None else inputs.init, seed=config.seed,
+                save_every=config.save_every,
+                on_progress=lambda p: (bar.update(p, offset=done), save_intermediate(p)),
+            )
+        except Interrupted as stop:
+            result, interrupted = stop.result, True
 
+    history = history + result.history
     record = {
         "jstyle_version": __version__,
         "config": config.to_dict(),
         "inputs": inputs.sources,
         "size": {"height": height, "width": width},
         "losses": result.terms,
-        "history": result.history,
-        "evaluations": result.evaluations,
+        "history": history,
+        "evaluations": evaluations + result.evaluations,
         "timings": {**result.timings, "total_s": time.perf_counter() - started},
+        "memory": {"estimate_bytes": estimate, "peak_rss_bytes": _peak_rss_bytes()},
         "jax": {
             "version": jax.__version__,
             "backend": jax.default_backend(),
@@ -201,19 +237,28 @@ def _run(args: argparse.Namespace) -> int:
         "python": platform.python_version(),
         "weights": {"path": str(weights.path), "sha256": weights.sha256, "source": weights.source},
     }
-    if not all(map(_finite, result.history)):
-        record["incomplete"] = "the loss became NaN or infinite; the image is the last one computed"
-    save_png(output, result.image, {"jstyle:config": json.dumps(record["config"])})
-    write_bytes_atomic(_sidecar_path(output), json.dumps(record, indent=2).encode())
-    if not args.quiet:
-        print(f"jstyle: wrote {output} and {_sidecar_path(output)} (loss "
-              f"{result.terms['total']:.4g}, {result.timings['optimize_s']:.1f} s)",
-              file=sys.stderr)
-    return 0 if "incomplete" not in record else 1
+    if result.stopped:
+        record["incomplete"] = {"reason": result.stopped, "iteration": len(history)}
+    outputs.write_outputs(output, result.image, record)
+    side = outputs.sidecar_path(output)
+    if interrupted:
+        print(f"jstyle: interrupted after iteration {len(history)}; saved {output} and {side}; "
+              "continue with the same command and --resume", file=sys.stderr)
+        return 130
+    if result.stopped:
+        print(f"jstyle: stopped: {result.stopped}; saved {output} and {side}", file=sys.stderr)
+        return 1
+    log(f"jstyle: wrote {output} and {side} (loss {result.terms['total']:.4g}, "
+        f"{result.timings['optimize_s']:.1f} s)")
+    return 0
 
 
-def _finite(x: float) -> bool:
-    return x == x and abs(x) != float("inf")
+def _peak_rss_bytes() -> int | None:
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 if __name__ == "__main__":

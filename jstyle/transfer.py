@@ -61,9 +61,8 @@ def _init_state(image, params, targets, *, objective, solver):
     return solver.init(lambda x: total_objective(x, params, targets, objective), image)
 
 
-@functools.partial(
-    jax.jit, static_argnames=("objective", "solver", "chunk"), donate_argnames=("image", "state")
-)
+@functools.partial(jax.jit, static_argnames=("objective", "solver", "chunk"),
+                   donate_argnames=("image", "state"))
 def _run_chunk(image, state, n, params, targets, *, objective, solver, chunk):
     fun = functools.partial(total_objective, params=params, targets=targets, objective=objective)
     return run_steps(solver, fun, image, state, n, chunk)
@@ -80,13 +79,28 @@ class Progress(NamedTuple):
 
 class Result(NamedTuple):
     """The optimised image, its loss terms, the loss after every iteration, the number of
-    objective evaluations, and timings."""
+    objective evaluations, timings, and why the run stopped early (if it did)."""
 
     image: np.ndarray
     terms: dict[str, float]
-    history: list[float]
+    history: list[float]  # one value per iteration done
     evaluations: int  # objective-and-gradient evaluations, line searches included
     timings: dict[str, float]
+    stopped: str | None = None  # None: all iterations ran
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM, where the caller maps it) during :func:`stylize`; ``result`` holds
+    the image and losses of the last completed chunk of iterations, so nothing is lost."""
+
+    def __init__(self, result: Result) -> None:
+        super().__init__("interrupted")
+        self.result = result
+
+
+def _bad_terms(terms: dict) -> str:
+    bad = [k for k, v in terms.items() if not np.isfinite(float(v)) and k != "total"]
+    return ", ".join(bad) if bad else "the gradient"
 
 
 def chunk_size(iterations: int) -> int:
@@ -119,6 +133,10 @@ def stylize(
       init: see :func:`initial_image`.
       save_every: if > 0, ``on_progress`` is called on every multiple of it.
       on_progress: called after each chunk of iterations.
+
+    A loss or image that becomes NaN or infinite stops the run: the result keeps
+    the last finite image, and ``stopped`` names the iteration and the loss terms
+    that went bad. Ctrl-C raises :class:`Interrupted`, carrying the result so far.
     """
     t0 = time.perf_counter()
     content = jnp.asarray(content, jnp.float32)
@@ -137,27 +155,44 @@ def stylize(
 
     history: list[float] = []
     evaluations = 0
-    done = 0
-    while done < iterations:
-        n = min(chunk, iterations - done)
-        if save_every:  # chunks end on every multiple of save_every
-            n = min(n, save_every - done % save_every)
-        image, state, values, counts = run(image, state, n, params, targets)
-        evaluations += int(np.sum(counts))
-        done += n
-        values = np.asarray(values[:n]).tolist()
-        history += values
-        if on_progress is not None:
-            terms = _terms(image, params, targets, objective=objective)
-            on_progress(Progress(done, image, {k: float(v) for k, v in terms.items()}, values))
-        if not np.isfinite(values[-1]):
-            break
-    terms = {k: float(v) for k, v in _terms(image, params, targets, objective=objective).items()}
-    t_end = time.perf_counter()
-    timings = {
-        "setup_s": t_targets - t0,
-        "compile_s": t_compiled - t_targets,
-        "optimize_s": t_end - t_compiled,
-        "iterations_per_s": len(history) / max(t_end - t_compiled, 1e-9),
-    }
-    return Result(np.asarray(image), terms, history, evaluations, timings)
+    stopped = None
+    saved = np.asarray(image)  # host copy of the last completed chunk's image
+
+    def result() -> Result:
+        terms = _terms(jnp.asarray(saved), params, targets, objective=objective)
+        t_end = time.perf_counter()
+        timings = {
+            "setup_s": t_targets - t0,
+            "compile_s": t_compiled - t_targets,
+            "optimize_s": t_end - t_compiled,
+            "iterations_per_s": len(history) / max(t_end - t_compiled, 1e-9),
+        }
+        return Result(saved, {k: float(v) for k, v in terms.items()}, history, evaluations,
+                      timings, stopped)
+
+    try:
+        while len(history) < iterations and stopped is None:
+            done = len(history)
+            n = min(chunk, iterations - done)
+            if save_every:  # chunks end on every multiple of save_every
+                n = min(n, save_every - done % save_every)
+            steps = run(image, state, n, params, targets)
+            image, state = steps.x, steps.state
+            failed = int(steps.failed_at)
+            taken = n if failed < 0 else failed
+            values, host_image = np.asarray(steps.history[:taken]).tolist(), np.asarray(image)
+            history, saved = history + values, host_image  # together: an interrupt sees both
+            evaluations += int(np.sum(steps.evaluations))
+            if failed >= 0:
+                bad = _terms(steps.rejected, params, targets, objective=objective)
+                stopped = (f"the loss became NaN or infinite at iteration {done + failed + 1} "
+                           f"(in: {_bad_terms(bad)}); kept the image of iteration "
+                           f"{done + failed}")
+            if on_progress is not None:
+                terms = _terms(image, params, targets, objective=objective)
+                on_progress(Progress(len(history), image,
+                                     {k: float(v) for k, v in terms.items()}, history[done:]))
+    except KeyboardInterrupt:
+        stopped = f"interrupted after iteration {len(history)}"
+        raise Interrupted(result()) from None
+    return result()

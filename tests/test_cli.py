@@ -130,3 +130,62 @@ def test_overrides_apply_in_command_line_order():
     assert config("--set", "style=c.jpg", "--style", "a.jpg").style == ("a.jpg",)
     assert config("--config", str(ROOT / "configs" / "quick.yaml"), "--set", "size=100").size == 100
     assert config("--config", str(ROOT / "configs" / "quick.yaml")).size == 256
+
+
+def _start(args: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "jstyle.run", *args], cwd=ROOT, text=True,
+                            stderr=subprocess.PIPE, env={**os.environ, **env})
+
+
+def _wait_for_progress(proc: subprocess.Popen, at_least: int) -> None:
+    """Read the progress bar until it shows ``at_least`` iterations done."""
+    import re
+
+    seen = ""
+    while proc.poll() is None:
+        seen += proc.stderr.read(1)
+        counts = [int(n) for n in re.findall(r"\| *(\d+)/\d+ \[", seen)]
+        if counts and counts[-1] >= at_least:
+            return
+    raise AssertionError(f"the run ended before iteration {at_least}: {seen[-500:]}")
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupt_saves_and_resume_finishes(real_weights, tmp_path, photo, sig):
+    import signal
+
+    out = tmp_path / "run.png"
+    args = ["--content", str(photo), "--output", str(out), "--set", "size=48",
+            "--set", "iterations=300", "--set", "optimizer=adam"]
+    env = {"JSTYLE_WEIGHTS": str(real_weights.path)}
+    proc = _start(args, env)
+    _wait_for_progress(proc, 20)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "--resume" in err
+    record = json.loads(out.with_suffix(".json").read_text())
+    done = record["incomplete"]["iteration"]
+    assert 20 <= done < 300 and len(record["history"]) == done
+    assert Image.open(out).size == (48, 32)
+    saved = np.load(out.with_suffix(".resume.npy"))
+    assert saved.shape == (32, 48, 3) and np.isfinite(saved).all()
+
+    if sig == "SIGINT":  # resume once; the SIGTERM case only checks the save
+        proc = jstyle(*args, "--resume", env=env)
+        assert proc.returncode == 0, proc.stderr
+        record = json.loads(out.with_suffix(".json").read_text())
+        assert "incomplete" not in record and len(record["history"]) == 300
+        assert not out.with_suffix(".resume.npy").exists()
+        assert record["losses"]["total"] <= min(record["history"][:done]) * 1.0001
+
+
+def test_resume_refuses_other_settings_or_nothing(real_weights, tmp_path, photo):
+    out = tmp_path / "none.png"
+    env = {"JSTYLE_WEIGHTS": str(real_weights.path)}
+    assert_one_line_error(jstyle("--content", str(photo), "--output", str(out), "--resume",
+                                 env=env), "nothing to resume")
+    out.with_suffix(".json").write_text(json.dumps(
+        {"config": {"size": 1}, "incomplete": {"iteration": 3}, "history": [1.0] * 3}))
+    assert_one_line_error(jstyle("--content", str(photo), "--output", str(out), "--resume",
+                                 env=env), "made with other settings")

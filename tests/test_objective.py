@@ -143,3 +143,35 @@ def test_gradient_of_the_objective_is_finite(random_params, rng):
     targets = compute_targets(random_params, content, [style], OBJECTIVE)
     g = jax.grad(total_objective)(jnp.asarray(other), random_params, targets, OBJECTIVE)
     assert g.shape == other.shape and bool(jnp.isfinite(g).all()) and float(jnp.abs(g).max()) > 0
+
+
+def test_a_non_finite_loss_stops_and_keeps_the_last_finite_image(random_params, rng):
+    import dataclasses
+
+    content, style, _ = _images(rng)
+    exploding = dataclasses.replace(OBJECTIVE, style_weight=1e38)  # float32 overflows to inf
+    result = stylize(random_params, content, [style], exploding, OptaxLBFGS(5), iterations=6,
+                     init="content")
+    assert result.stopped is not None
+    assert "NaN or infinite at iteration 1" in result.stopped and "style" in result.stopped
+    assert result.history == []
+    np.testing.assert_array_equal(result.image, content)  # never left the last finite image
+
+
+def test_interrupt_returns_the_work_done(random_params, rng):
+    from jstyle.transfer import Interrupted
+
+    content, style, _ = _images(rng)
+
+    def stop_at_4(progress):
+        if progress.iteration >= 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted) as info:
+        stylize(random_params, content, [style], OBJECTIVE, Adam(0.05), iterations=10,
+                save_every=2, on_progress=stop_at_4)
+    result = info.value.result
+    assert len(result.history) == 4
+    assert result.stopped == "interrupted after iteration 4"
+    assert np.isfinite(result.image).all() and not np.array_equal(result.image, content)
+    assert isinstance(info.value, KeyboardInterrupt)

@@ -1,0 +1,68 @@
+"""What a run leaves on disk, and how an interrupted run is picked up again.
+
+Beside ``out.png`` a run writes ``out.json`` (its record: resolved config, losses,
+history, timings, ...). A run that stops early also writes ``out.resume.npy``,
+the unclipped float32 image, and marks the record ``incomplete``; ``--resume``
+continues from it. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jstyle.errors import JStyleError
+from jstyle.fileio import atomic_path, write_bytes_atomic
+from jstyle.images import save_png
+
+
+def sidecar_path(output: Path) -> Path:
+    """``out.png`` -> ``out.json``."""
+    return output.with_suffix(".json")
+
+
+def resume_path(output: Path) -> Path:
+    """``out.png`` -> ``out.resume.npy``: the exact image an incomplete run stopped at."""
+    return output.with_suffix(".resume.npy")
+
+
+def write_outputs(output: Path, image: np.ndarray, record: dict[str, Any]) -> None:
+    """The PNG (its config in a text chunk), the JSON record and, for an incomplete run,
+    the float image to resume from (removed again once a run completes)."""
+    save_png(output, image, {"jstyle:config": json.dumps(record["config"])})
+    if record.get("incomplete"):
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(image, np.float32), allow_pickle=False)
+        with atomic_path(resume_path(output)) as tmp:
+            tmp.write_bytes(buffer.getvalue())
+    else:
+        resume_path(output).unlink(missing_ok=True)
+    write_bytes_atomic(sidecar_path(output), json.dumps(record, indent=2).encode())
+
+
+def read_resume(output: Path, config: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    """The image and record of the interrupted run at ``output``, which must have been made
+    with the same ``config`` (as :meth:`jstyle.config.Config.to_dict` gives it)."""
+    sidecar = sidecar_path(output)
+    try:
+        record = json.loads(sidecar.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise JStyleError(f"nothing to resume: {sidecar} does not exist") from None
+    except (OSError, ValueError) as e:
+        raise JStyleError(f"cannot read {sidecar} to resume: {e}") from None
+    if not record.get("incomplete"):
+        raise JStyleError(f"nothing to resume: the run recorded in {sidecar} is complete")
+    config = json.loads(json.dumps(config))
+    if record.get("config") != config:
+        changed = sorted(k for k in config if record.get("config", {}).get(k) != config[k])
+        raise JStyleError(f"{sidecar} was made with other settings ({', '.join(changed)}); "
+                          "resume with the same config and options")
+    try:
+        image = np.load(resume_path(output), allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise JStyleError(f"cannot read {resume_path(output)} to resume: {e}") from None
+    return image, record
