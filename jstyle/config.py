@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -90,16 +91,32 @@ def _suggest(word: str, options: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+#: Largest whole number a key takes (seeds must fit jax.random.key's 64-bit range).
+MAX_INT = 2**63 - 1
+#: Largest weight: anything near float32's limit makes the loss overflow.
+MAX_WEIGHT = 1e30
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _number(key: str, value: Any, kind: type, minimum: float, strict: bool = False) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _fail(key, f"expected a number, got {value!r}")
-    if kind is int and value != int(value):
+        raise _fail(key, f"expected a number, got {_shown(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _fail(key, f"must be a finite number, got {value!r}")
+    if kind is int and (isinstance(value, float) and not value.is_integer()):
         raise _fail(key, f"expected a whole number, got {value!r}")
+    maximum = MAX_INT if kind is int else MAX_WEIGHT
+    if value > maximum:
+        raise _fail(key, f"must be at most {maximum:g}, got {_shown(value)}")
     value = kind(value)
-    if value < minimum or (strict and value == minimum) or value != value:
+    if value < minimum or (strict and value == minimum):
         bound = f"greater than {minimum}" if strict else f"at least {minimum}"
-        raise _fail(key, f"must be {bound}, got {value!r}")
-    return value
+        raise _fail(key, f"must be {bound}, got {_shown(value)}")
+    return value + 0  # -0.0 -> 0.0
 
 
 def _optional_path(key: str, value: Any) -> str | None:
@@ -114,10 +131,16 @@ def _layers(key: str, value: Any, list_weight: str) -> LayerWeights:
     if isinstance(value, list):
         if not value:
             raise _fail(key, "needs at least one layer")
+        if not all(isinstance(name, str) for name in value):
+            raise _fail(key, f"expected layer names, got {_shown(value)}")
+        if len(set(value)) != len(value):
+            twice = sorted({n for n in value if value.count(n) > 1})
+            raise _fail(key, f"lists {', '.join(twice)} more than once")
         weight = 1.0 / len(value) if list_weight == "mean" else 1.0
         value = {name: weight for name in value}
     if not isinstance(value, Mapping) or not value:
-        raise _fail(key, f"expected a list of layers or a mapping layer: weight, got {value!r}")
+        raise _fail(key, f"expected a list of layers or a mapping layer: weight, got "
+                    f"{_shown(value)}")
     pairs = []
     for name, weight in value.items():
         if name not in LAYERS:

@@ -431,6 +431,74 @@ def test_load_errors(tmp_path: Path, saved: Path) -> None:
         store.load_weights(bad)
 
 
+def test_params_digest_recorded_and_exposed(tmp_path: Path, saved: Path) -> None:
+    params = _full_params()
+    digest = store.params_sha256(params)
+    with h5py.File(saved) as f:
+        assert f.attrs["params_sha256"] == digest
+    weights = store.load_weights(saved)
+    assert weights.params_sha256 == digest and len(digest) == 64
+    # The digest names the numbers, whatever their dtype or memory layout; any change shows.
+    relaid = {k: {n: np.asfortranarray(a, dtype=np.float64) for n, a in p.items()}
+              for k, p in params.items()}
+    assert store.params_sha256(relaid) == digest
+    params["conv5_4"]["bias"][-1] += 1
+    assert store.params_sha256(params) != digest
+    # A second conversion of the same weights: another file, the same parameter digest.
+    again = tmp_path / "again.h5"
+    store.save_weights(again, _full_params(), CAFFE, PROVENANCE)
+    assert store.load_weights(again).params_sha256 == digest
+
+
+@pytest.mark.parametrize(("layer", "name", "index"),
+                         [("conv3_1", "kernel", (1, 2, 3, 4)), ("conv5_4", "bias", (511,))])
+def test_altered_parameter_is_refused(
+        tmp_path: Path, saved: Path, layer: str, name: str, index: tuple[int, ...]) -> None:
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(saved.read_bytes())
+    with h5py.File(bad, "a") as f:
+        f[layer][name][index] = f[layer][name][index] + np.float32(1e-3)  # same shape and dtype
+    with pytest.raises(JStyleError) as caught:
+        store.load_weights(bad)
+    message = str(caught.value)
+    assert "do not match their recorded checksum (corrupt file?)" in message
+    assert f"re-create it with: {store.create_command(bad)}" in message
+    assert "\n" not in message
+
+
+def test_altered_digest_is_refused(tmp_path: Path, saved: Path) -> None:
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(saved.read_bytes())
+    with h5py.File(bad, "a") as f:
+        f.attrs["params_sha256"] = "0" * 64
+    with pytest.raises(JStyleError, match="recorded checksum"):
+        store.load_weights(bad)
+
+
+def test_file_without_digest_still_loads(tmp_path: Path, saved: Path) -> None:
+    """Files written before the digest was recorded load unchecked, and still report it."""
+    old = tmp_path / "old.h5"
+    old.write_bytes(saved.read_bytes())
+    with h5py.File(old, "a") as f:
+        del f.attrs["params_sha256"]
+        f["conv1_1/bias"][0] = 42.0  # nothing to check it against
+    weights = store.load_weights(old)
+    assert weights.params["conv1_1"]["bias"][0] == 42.0
+    assert weights.params_sha256 == store.params_sha256(weights.params)
+
+
+@pytest.mark.parametrize("keep", [0.0001, 0.01, 0.5, 0.9, 0.999])
+def test_truncated_weights_file(tmp_path: Path, saved: Path, keep: float) -> None:
+    data = saved.read_bytes()
+    bad = tmp_path / "cut.h5"
+    bad.write_bytes(data[: max(1, int(len(data) * keep))])
+    with pytest.raises(JStyleError) as caught:
+        store.load_weights(bad)
+    message = str(caught.value)
+    assert "is not a jstyle weights file" in message and "re-create it with:" in message
+    assert "\n" not in message
+
+
 def test_default_weights_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("JSTYLE_WEIGHTS", str(tmp_path / "mine.h5"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

@@ -6,6 +6,13 @@ provenance (``source``, ``source_file``, ``source_sha256``, ``license``,
 ``converter_version``, ``created``). One group per convolution, ``conv1_1`` ...
 ``conv5_4``, holds ``kernel`` (3, 3, in, out) float32 in HWIO order and ``bias``
 (out,) float32.
+
+``params_sha256`` (root attribute) is the SHA-256 of the parameters themselves: each
+layer's kernel then bias, in network order, as C-ordered little-endian float32 bytes
+(:func:`params_sha256`). Loading verifies it, so a file whose numbers changed on disk
+is refused; files written before it was added lack it and load unchecked. Unlike the
+file's own SHA-256, which changes with every conversion (the file records its creation
+time), it identifies the weights themselves.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import numpy as np
 from jstyle.cache import cache_dir
 from jstyle.errors import JStyleError
 from jstyle.fileio import atomic_path
-from jstyle.layers import CONV_CHANNELS
+from jstyle.layers import CONV_CHANNELS, CONV_LAYERS
 from jstyle.preprocessing import Preprocessing
 
 FORMAT = "jstyle-vgg19"
@@ -49,9 +56,10 @@ class VGGWeights:
 
     params: Params  # {"conv1_1": {"kernel": (3, 3, in, out), "bias": (out,)}, ...}
     preprocessing: Preprocessing
-    sha256: str  # of the HDF5 file itself
+    sha256: str  # of the HDF5 file itself (changes with every conversion)
     source: str
     path: Path
+    params_sha256: str  # of the parameters (see params_sha256()): identifies the weights
 
 
 def create_command(path: str | os.PathLike[str]) -> str:
@@ -79,6 +87,19 @@ def check_params(
             got = tuple(np.shape(params[layer][name]))
             if got != shape:
                 raise JStyleError(f"{where}: {layer} {name} has shape {got}, expected {shape}")
+
+
+def params_sha256(params: Mapping[str, Mapping[str, np.ndarray]]) -> str:
+    """Hex SHA-256 of the parameters: each layer's kernel then bias, in network order.
+
+    The arrays are hashed as C-ordered little-endian float32 bytes, so the digest does
+    not depend on how they are stored or laid out in memory.
+    """
+    digest = hashlib.sha256()
+    for layer in CONV_LAYERS:
+        for name in ("kernel", "bias"):
+            digest.update(np.ascontiguousarray(params[layer][name], dtype="<f4").tobytes())
+    return digest.hexdigest()
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -116,6 +137,7 @@ def save_weights(
         for key, value in provenance.items():
             f.attrs[key] = str(value)
         f.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        f.attrs["params_sha256"] = params_sha256(params)
         for layer in CONV_CHANNELS:
             group = f.create_group(layer)
             for name in ("kernel", "bias"):
@@ -159,6 +181,7 @@ def load_weights(path: str | os.PathLike[str]) -> VGGWeights:
                 std=(float(std[0]), float(std[1]), float(std[2])),
             )
             source = _attr_str(f, "source")
+            recorded = _attr_str(f, "params_sha256") if "params_sha256" in f.attrs else None
             params: Params = {}
             for layer in CONV_CHANNELS:
                 if layer not in f or not isinstance(f[layer], h5py.Group):
@@ -174,8 +197,15 @@ def load_weights(path: str | os.PathLike[str]) -> VGGWeights:
         check_params(params, where=str(path))
     except JStyleError as exc:
         raise invalid(str(exc).removeprefix(f"{path}: ")) from None
+    digest = params_sha256(params)
+    if recorded is not None and recorded != digest:
+        raise JStyleError(
+            f"{path}: its parameters do not match their recorded checksum (corrupt file?); "
+            f"re-create it with: {create_command(path)}"
+        )
     return VGGWeights(
-        params=params, preprocessing=prep, sha256=file_sha256(path), source=source, path=path
+        params=params, preprocessing=prep, sha256=file_sha256(path), source=source, path=path,
+        params_sha256=digest,
     )
 
 
