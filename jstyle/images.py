@@ -187,14 +187,16 @@ def from_array(array: np.ndarray) -> Image.Image:
     return Image.fromarray(pixels, "RGB")
 
 
-def fit_longest(image: Image.Image, size: int) -> Image.Image:
-    """Resize so that the longest side is ``size`` pixels, keeping the aspect ratio.
+def fitted_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """``(width, height)`` scaled so that the longest side is ``size``; the other side is
+    rounded and at least 1 pixel."""
+    scale = size / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
-    The other side is rounded and at least 1 pixel.
-    """
-    w, h = image.size
-    scale = size / max(w, h)
-    shape = (max(1, round(w * scale)), max(1, round(h * scale)))
+
+def fit_longest(image: Image.Image, size: int) -> Image.Image:
+    """Resize so that the longest side is ``size`` pixels, keeping the aspect ratio."""
+    shape = fitted_size(*image.size, size)
     return image if shape == image.size else image.resize(shape, RESAMPLE)
 
 

@@ -7,6 +7,7 @@ in the paper. Without a content or style path, jstyle's default images are used.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 from jstyle import default_images
 from jstyle.config import Config
 from jstyle.errors import JStyleError
-from jstyle.images import fit_longest, from_array, read_image, resize_to, to_array
+from jstyle.images import fit_longest, fitted_size, from_array, read_image, resize_to, to_array
 from jstyle.transfer import INITS
 
 
@@ -27,22 +28,28 @@ class Inputs(NamedTuple):
     sources: dict
 
 
-def load_inputs(config: Config) -> Inputs:
-    """Read, convert and resize every image ``config`` names (defaults where it names none)."""
+def load_inputs(config: Config, check: Callable[[int, int], object] | None = None) -> Inputs:
+    """Read, convert and resize every image ``config`` names (defaults where it names none).
+
+    ``check(height, width)`` is called with the output's size before anything is
+    resized to it (the memory check), so that a size too large fails at once.
+    """
     if config.content:
         content_image = read_image(config.content)
         content_source = config.content
     else:
         content_image = from_array(default_images.default_content_image())
         content_source = f"default:{default_images.DEFAULT_CONTENT_NAME}"
-    content = to_array(fit_longest(content_image, config.size))
-    height, width = content.shape[:2]
+    width, height = fitted_size(*content_image.size, config.size)
     need = config.deepest_downsampling
     if min(height, width) < need:
         raise JStyleError(
             f"the content image is {width}x{height} px at size {config.size}: too small for the "
             f"deepest requested layer, which needs at least {need} px on each side; raise size"
         )
+    if check is not None:
+        check(height, width)
+    content = to_array(fit_longest(content_image, config.size))
 
     if config.style:
         styles = [to_array(resize_to(read_image(p), height, width)) for p in config.style]

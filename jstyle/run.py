@@ -169,18 +169,19 @@ def _run(args: argparse.Namespace) -> int:
 
     # Inputs before anything heavy: a bad path fails in a second, not after compiling.
     from jstyle.inputs import load_inputs
+    from jstyle.memory import check_memory
 
-    inputs = load_inputs(config)
+    inputs = load_inputs(config, check=lambda h, w: check_memory(h, w, config))
     height, width = inputs.content.shape[:2]
     if resumed is not None and resumed.shape != inputs.content.shape:
         raise JStyleError(f"{outputs.resume_path(output)} holds a {resumed.shape[1]}x"
                           f"{resumed.shape[0]} image, not {width}x{height}; resume with the "
                           "same inputs and size")
 
-    from jstyle.memory import check_memory
+    from jstyle.memory import estimate_bytes
 
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    estimate = check_memory(height, width, config)
+    estimate = estimate_bytes(height, width, config)
 
     from jstyle.weights import ensure_weights, load_weights
 
@@ -235,7 +236,8 @@ def _run(args: argparse.Namespace) -> int:
             "devices": [str(d) for d in jax.devices()],
         },
         "python": platform.python_version(),
-        "weights": {"path": str(weights.path), "sha256": weights.sha256, "source": weights.source},
+        "weights": {"path": str(weights.path), "sha256": weights.sha256,
+                    "params_sha256": weights.params_sha256, "source": weights.source},
     }
     if result.stopped:
         record["incomplete"] = {"reason": result.stopped, "iteration": len(history)}

@@ -189,3 +189,15 @@ def test_resume_refuses_other_settings_or_nothing(real_weights, tmp_path, photo)
         {"config": {"size": 1}, "incomplete": {"iteration": 3}, "history": [1.0] * 3}))
     assert_one_line_error(jstyle("--content", str(photo), "--output", str(out), "--resume",
                                  env=env), "made with other settings")
+
+
+def test_a_size_too_large_for_memory_fails_before_resizing(photo):
+    proc = jstyle("--content", str(photo), "--set", "size=200000")
+    assert_one_line_error(proc, "GiB of memory but", "use a smaller size (about")
+
+
+def test_an_extreme_aspect_ratio_names_the_minimum(tmp_path):
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (600, 12), "white").save(strip)
+    assert_one_line_error(jstyle("--content", str(strip), "--set", "size=256"),
+                          "too small for the deepest requested layer", "at least 16 px")
