@@ -201,3 +201,42 @@ def test_an_extreme_aspect_ratio_names_the_minimum(tmp_path):
     Image.new("RGB", (600, 12), "white").save(strip)
     assert_one_line_error(jstyle("--content", str(strip), "--set", "size=256"),
                           "too small for the deepest requested layer", "at least 16 px")
+
+
+def test_a_run_stopped_by_a_non_finite_loss_keeps_its_image(real_weights, tmp_path, photo,
+                                                            monkeypatch, capsys):
+    """The CLI side of the NaN guard (the guard itself: tests/test_objective.py)."""
+    from jstyle import run, transfer
+
+    reason = ("the loss became NaN or infinite at iteration 4 (in: style/relu1_1); kept the "
+              "image of iteration 3")
+
+    def stopped_run(params, content, styles, objective, solver, **kw):
+        return transfer.Result(np.full(content.shape, 0.5, np.float32), {"total": 1.0},
+                               [3.0, 2.0, 1.0], 3, {"optimize_s": 0.1}, reason)
+
+    monkeypatch.setattr(transfer, "stylize", stopped_run)
+    monkeypatch.setenv("JSTYLE_WEIGHTS", str(real_weights.path))
+    out = tmp_path / "nan.png"
+    code = run.main(["--content", str(photo), "--output", str(out), "--set", "size=48",
+                     "--quiet"])
+    assert code == 1
+    assert "stopped: the loss became NaN" in capsys.readouterr().err
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["incomplete"] == {"reason": reason, "iteration": 3}
+    assert np.asarray(Image.open(out)).mean() == pytest.approx(128, abs=1)
+    assert out.with_suffix(".resume.npy").is_file()
+
+
+def test_an_unwritable_output_folder_is_reported_before_the_run(tmp_path, photo, monkeypatch,
+                                                                capsys):
+    from jstyle import run
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "touch", refuse)
+    code = run.main(["--content", str(photo), "--output", str(tmp_path / "new" / "o.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and "is not writable: Permission denied" in err
+    assert (tmp_path / "new").is_dir()  # the missing folder itself was created
