@@ -169,7 +169,7 @@ def _run(args: argparse.Namespace) -> int:
 
     # Inputs before anything heavy: a bad path fails in a second, not after compiling.
     from jstyle.inputs import load_inputs
-    from jstyle.memory import check_memory
+    from jstyle.memory import check_memory, estimate_bytes
 
     inputs = load_inputs(config, check=lambda h, w: check_memory(h, w, config))
     height, width = inputs.content.shape[:2]
@@ -177,8 +177,6 @@ def _run(args: argparse.Namespace) -> int:
         raise JStyleError(f"{outputs.resume_path(output)} holds a {resumed.shape[1]}x"
                           f"{resumed.shape[0]} image, not {width}x{height}; resume with the "
                           "same inputs and size")
-
-    from jstyle.memory import estimate_bytes
 
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     estimate = estimate_bytes(height, width, config)
