@@ -39,6 +39,9 @@ class Config:
     style: tuple[str, ...] = _key(
         (), "style image(s), a path or a list; several are blended with equal weights; none: "
         "jstyle's generated swirl painting")
+    style_blend_weights: tuple[float, ...] = _key(
+        (), "one weight per style image, normalised to sum to 1 (none: equal weights); the "
+        "style targets are the blended Gram matrices")
     output: str = _key("out/stylized.png", "output PNG; a JSON sidecar is written beside it")
     size: int = _key(512, "longest side of the output in pixels; the content photo is resized "
                      "to it and the style image to the content's size (the paper)")
@@ -69,9 +72,16 @@ class Config:
         """Plain YAML/JSON-ready values (layers as mappings, paths as strings)."""
         out = dataclasses.asdict(self)
         out["style"] = list(self.style)
+        out["style_blend_weights"] = list(self.style_blend_weights)
         out["content_layers"] = dict(self.content_layers)
         out["style_layers"] = dict(self.style_layers)
         return out
+
+    @property
+    def style_blend(self) -> tuple[float, ...] | None:
+        """The blend weights normalised to sum to 1, or None for equal weights."""
+        total = sum(self.style_blend_weights)
+        return tuple(w / total for w in self.style_blend_weights) if total else None
 
     @property
     def deepest_downsampling(self) -> int:
@@ -162,6 +172,9 @@ def _validate(key: str, value: Any) -> Any:
         if not isinstance(items, list) or not all(isinstance(s, str) and s for s in items):
             raise _fail(key, f"expected a path or a list of paths, got {value!r}")
         return tuple(items)
+    if key == "style_blend_weights":
+        items = [] if value is None else value if isinstance(value, list) else [value]
+        return tuple(_number(f"{key}[{i}]", w, float, 0.0) for i, w in enumerate(items))
     if key in ("output", "init"):
         if not isinstance(value, str) or not value:
             raise _fail(key, f"expected a non-empty string, got {value!r}")
@@ -194,6 +207,14 @@ def resolve(values: Mapping[str, Any]) -> Config:
                               f"keys: {', '.join(FIELDS)}")
         checked[key] = _validate(key, value)
     config = Config(**checked)
+    blend = config.style_blend_weights
+    if blend:
+        count = max(len(config.style), 1)  # no style path: jstyle's one default image
+        if len(blend) != count:
+            raise _fail("style_blend_weights", f"has {len(blend)} weights for {count} style "
+                        "image(s); give one per style image")
+        if not sum(blend) > 0:
+            raise _fail("style_blend_weights", "must not all be 0")
     if config.size < 2 * config.deepest_downsampling:
         raise _fail("size", f"{config.size} px is too small for the deepest requested layer; "
                     f"use at least {2 * config.deepest_downsampling}")

@@ -205,6 +205,17 @@ def resize_to(image: Image.Image, height: int, width: int) -> Image.Image:
     return image if image.size == (width, height) else image.resize((width, height), RESAMPLE)
 
 
+def read_png_text(path: Path) -> dict[str, str]:
+    """The text chunks of a PNG file (empty for other images)."""
+    _check_file(path)
+    try:
+        with _refuse_truncated(), Image.open(path) as image:
+            image.load()
+            return dict(getattr(image, "text", {}) or {})
+    except (Image.DecompressionBombError, MemoryError, *DECODE_ERRORS) as e:
+        raise _read_error(path, e) from None
+
+
 def save_png(path: str | Path, array: np.ndarray, text: dict[str, str] | None = None) -> Path:
     """Write an RGB array as PNG atomically (temporary file, then rename); text chunks optional.
 

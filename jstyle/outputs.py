@@ -44,6 +44,22 @@ def write_outputs(output: Path, image: np.ndarray, record: dict[str, Any]) -> No
     write_bytes_atomic(sidecar_path(output), json.dumps(record, indent=2).encode())
 
 
+def config_from_image(path: str | Path) -> dict[str, Any]:
+    """The config a jstyle PNG carries in its ``jstyle:config`` text chunk."""
+    from jstyle.images import read_png_text
+
+    text = read_png_text(Path(path)).get("jstyle:config")
+    if text is None:
+        raise JStyleError(f"{path} carries no jstyle config (only PNGs written by jstyle do)")
+    try:
+        values = json.loads(text)
+    except ValueError:
+        raise JStyleError(f"the jstyle config in {path} is damaged (not JSON)") from None
+    if not isinstance(values, dict):
+        raise JStyleError(f"the jstyle config in {path} is damaged (not a mapping)")
+    return values
+
+
 def read_resume(output: Path, config: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
     """The image and record of the interrupted run at ``output``, which must have been made
     with the same ``config`` (as :meth:`jstyle.config.Config.to_dict` gives it)."""

@@ -59,10 +59,15 @@ def parser() -> argparse.ArgumentParser:
         epilog=_keys_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", metavar="YAML", help="config file (e.g. configs/paper.yaml)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--config", metavar="YAML",
+                        help="config file (e.g. configs/paper.yaml)")
+    source.add_argument("--from-image", metavar="PNG",
+                        help="redo the run that made this jstyle PNG (its config is inside); "
+                        "writes <name>_reproduced.png unless --output says otherwise")
     p.add_argument("--content", metavar="PATH", action=_Override, help="content photo")
     p.add_argument("--style", metavar="PATH", action=_Override,
-                   help="style image; repeat for several (blended with equal weights)")
+                   help="style image; repeat for several (blended: see style_blend_weights)")
     p.add_argument("--output", metavar="PATH", action=_Override, help="output PNG")
     p.add_argument("--set", metavar="KEY=VALUE", action=_Override,
                    help="set any config key (value parsed as YAML); repeatable, later wins")
@@ -77,6 +82,12 @@ def parser() -> argparse.ArgumentParser:
 def load_config(args: argparse.Namespace) -> Config:
     """The config file (if any) with the command line's overrides applied, validated."""
     values: dict[str, Any] = read_yaml(args.config) if args.config else {}
+    if args.from_image:
+        from jstyle.outputs import config_from_image
+
+        image = Path(args.from_image)
+        values = {**config_from_image(image),
+                  "output": str(image.with_name(f"{image.stem}_reproduced.png"))}
     for key, value in getattr(args, "overrides", None) or []:
         if key is None:
             key, value = parse_override(value)
@@ -211,7 +222,7 @@ def _run(args: argparse.Namespace) -> int:
                 weights.params, inputs.content, inputs.styles, objective, solver,
                 iterations=config.iterations - done,
                 init=resumed if resumed is not None else inputs.init, seed=config.seed,
-                save_every=config.save_every,
+                style_blend=config.style_blend, save_every=config.save_every,
                 on_progress=lambda p: (bar.update(p, offset=done), save_intermediate(p)),
             )
         except Interrupted as stop:

@@ -47,8 +47,8 @@ def initial_image(
 
 
 @functools.partial(jax.jit, static_argnames=("objective",))
-def _targets(params, content, styles, *, objective):
-    return compute_targets(params, content, styles, objective)
+def _targets(params, content, styles, blend, *, objective):
+    return compute_targets(params, content, styles, objective, blend)
 
 
 @functools.partial(jax.jit, static_argnames=("objective",))
@@ -118,6 +118,7 @@ def stylize(
     iterations: int,
     init: str | np.ndarray = "noise",
     seed: int = 0,
+    style_blend: Sequence[float] | None = None,
     save_every: int = 0,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Result:
@@ -131,6 +132,7 @@ def stylize(
       solver: from :func:`jstyle.optimize.make_solver`.
       iterations: optimiser steps.
       init: see :func:`initial_image`.
+      style_blend: weights of the style images' Gram matrices (summing to 1; None: equal).
       save_every: if > 0, ``on_progress`` is called on every multiple of it.
       on_progress: called after each chunk of iterations.
 
@@ -141,7 +143,8 @@ def stylize(
     t0 = time.perf_counter()
     content = jnp.asarray(content, jnp.float32)
     style_stack = [jnp.asarray(s, jnp.float32) for s in styles]
-    targets: Targets = _targets(params, content, style_stack, objective=objective)
+    blend = None if style_blend is None else jnp.asarray(style_blend, jnp.float32)
+    targets: Targets = _targets(params, content, style_stack, blend, objective=objective)
     image = initial_image(init, content, style_stack[0], seed)
     state = _init_state(image, params, targets, objective=objective, solver=solver)
     jax.block_until_ready((targets, state))

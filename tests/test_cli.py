@@ -240,3 +240,25 @@ def test_an_unwritable_output_folder_is_reported_before_the_run(tmp_path, photo,
     err = capsys.readouterr().err
     assert code == 2 and "is not writable: Permission denied" in err
     assert (tmp_path / "new").is_dir()  # the missing folder itself was created
+
+
+def test_from_image_redoes_a_run_with_two_blended_styles(real_weights, tmp_path, photo):
+    style = tmp_path / "style.png"
+    Image.fromarray((np.random.default_rng(1).random((30, 30, 3)) * 255).astype(np.uint8)).save(
+        style)
+    out = tmp_path / "blend.png"
+    env = {"JSTYLE_WEIGHTS": str(real_weights.path)}
+    first = jstyle("--content", str(photo), "--style", str(style), "--style", str(photo),
+                   "--set", "style_blend_weights=[3, 1]", "--set", "size=32",
+                   "--set", "iterations=3", "--output", str(out), "--quiet", env=env)
+    assert first.returncode == 0, first.stderr
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["config"]["style_blend_weights"] == [3.0, 1.0]
+
+    again = jstyle("--from-image", str(out), "--quiet", env=env)
+    assert again.returncode == 0, again.stderr
+    redo = tmp_path / "blend_reproduced.png"
+    redone = json.loads(redo.with_suffix(".json").read_text())
+    assert {**redone["config"], "output": None} == {**record["config"], "output": None}
+    np.testing.assert_allclose(redone["history"], record["history"], rtol=1e-4)
+    assert_one_line_error(jstyle("--from-image", str(photo)), "carries no jstyle config")

@@ -112,3 +112,16 @@ def test_every_key_has_help():
 def test_to_dict_round_trips():
     c = resolve({"style": ["a.jpg"], "size": 64, "style_layers": {"relu1_1": 1.0}})
     assert resolve(c.to_dict()) == c
+
+
+def test_style_blend_weights_are_normalised_and_checked():
+    c = resolve({"style": ["a.jpg", "b.jpg"], "style_blend_weights": [3, 1]})
+    assert c.style_blend == (0.75, 0.25)
+    assert resolve({"style": ["a.jpg", "b.jpg"]}).style_blend is None  # equal weights
+    assert resolve({"style_blend_weights": [2]}).style_blend == (1.0,)  # the default style
+    with pytest.raises(JStyleError, match="has 1 weights for 2 style image"):
+        resolve({"style": ["a.jpg", "b.jpg"], "style_blend_weights": [1]})
+    with pytest.raises(JStyleError, match="must not all be 0"):
+        resolve({"style": ["a.jpg"], "style_blend_weights": [0]})
+    with pytest.raises(JStyleError, match=r"style_blend_weights\[1\]': must be at least 0"):
+        resolve({"style": ["a.jpg", "b.jpg"], "style_blend_weights": [1, -1]})

@@ -175,3 +175,12 @@ def test_interrupt_returns_the_work_done(random_params, rng):
     assert result.stopped == "interrupted after iteration 4"
     assert np.isfinite(result.image).all() and not np.array_equal(result.image, content)
     assert isinstance(info.value, KeyboardInterrupt)
+
+
+def test_stylize_blends_styles_with_the_given_weights(random_params, rng):
+    content, s1, s2 = _images(rng)
+    only_first = stylize(random_params, content, [s1, s2], OBJECTIVE, Adam(0.05), iterations=1,
+                         init="content", style_blend=[1.0, 0.0])
+    first = stylize(random_params, content, [s1], OBJECTIVE, Adam(0.05), iterations=1,
+                    init="content")
+    assert only_first.terms["style"] == pytest.approx(first.terms["style"], rel=1e-5)
