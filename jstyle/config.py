@@ -42,6 +42,8 @@ class Config:
     style_blend_weights: tuple[float, ...] = _key(
         (), "one weight per style image, normalised to sum to 1 (none: equal weights); the "
         "style targets are the blended Gram matrices")
+    style_scale: float = _key(1.0, "size of the style images relative to the content's (1: "
+                              "the same size, as in the paper); smaller gives finer strokes")
     output: str = _key("out/stylized.png", "output PNG; a JSON sidecar is written beside it")
     size: int = _key(512, "longest side of the output in pixels; the content photo is resized "
                      "to it and the style image to the content's size (the paper)")
@@ -187,7 +189,7 @@ def _validate(key: str, value: Any) -> Any:
         return _number(key, value, int, 1)
     if key in ("seed", "save_every"):
         return _number(key, value, int, 0)
-    if key == "learning_rate":
+    if key in ("learning_rate", "style_scale"):
         return _number(key, value, float, 0.0, strict=True)
     if key in ("content_weight", "style_weight", "tv_weight"):
         return _number(key, value, float, 0.0)

@@ -1,16 +1,18 @@
-"""The images a config names, loaded and sized for one run.
+"""The images of one run, converted and sized.
 
-The content photo is resized so its longest side is ``size``; each style image
-(and an init image file) is resized to the content's exact height and width, as
-in the paper. Without a content or style path, jstyle's default images are used.
+The content photo is resized so its longest side is ``size``; each style image is
+resized to the content's exact height and width, as in the paper, times
+``style_scale``; an init image is resized to the content's size. Without a
+content or style image, jstyle's default images are used.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
+from PIL import Image
 
 from jstyle import default_images
 from jstyle.config import Config
@@ -20,7 +22,8 @@ from jstyle.transfer import INITS
 
 
 class Inputs(NamedTuple):
-    """Float32 RGB arrays in [0, 1], all of the content's shape, and where each came from."""
+    """Float32 RGB arrays in [0, 1] (styles at the content's size times style_scale; init at
+    the content's), and where each came from."""
 
     content: np.ndarray
     styles: list[np.ndarray]
@@ -28,38 +31,61 @@ class Inputs(NamedTuple):
     sources: dict
 
 
-def load_inputs(config: Config, check: Callable[[int, int], object] | None = None) -> Inputs:
-    """Read, convert and resize every image ``config`` names (defaults where it names none).
+def style_size(height: int, width: int, config: Config) -> tuple[int, int]:
+    """(height, width) of the style images for a content of ``height`` x ``width``."""
+    return max(1, round(height * config.style_scale)), max(1, round(width * config.style_scale))
+
+
+def prepare_inputs(
+    config: Config,
+    content: Image.Image | None,
+    styles: Sequence[Image.Image] | None,
+    init: Image.Image | None = None,
+    check: Callable[[int, int], object] | None = None,
+) -> Inputs:
+    """Convert and size images already opened (None: jstyle's defaults).
 
     ``check(height, width)`` is called with the output's size before anything is
     resized to it (the memory check), so that a size too large fails at once.
     """
-    if config.content:
-        content_image = read_image(config.content)
-        content_source = config.content
-    else:
-        content_image = from_array(default_images.default_content_image())
-        content_source = f"default:{default_images.DEFAULT_CONTENT_NAME}"
-    width, height = fitted_size(*content_image.size, config.size)
+    if content is None:
+        content = from_array(default_images.default_content_image())
+    width, height = fitted_size(*content.size, config.size)
+    style_h, style_w = style_size(height, width, config)
     need = config.deepest_downsampling
     if min(height, width) < need:
         raise JStyleError(
             f"the content image is {width}x{height} px at size {config.size}: too small for the "
             f"deepest requested layer, which needs at least {need} px on each side; raise size"
         )
+    if min(style_h, style_w) < need:
+        raise JStyleError(
+            f"the style images would be {style_w}x{style_h} px at style_scale "
+            f"{config.style_scale}: too small for the deepest requested layer, which needs at "
+            f"least {need} px on each side; raise style_scale"
+        )
     if check is not None:
-        check(height, width)
-    content = to_array(fit_longest(content_image, config.size))
-
-    if config.style:
-        styles = [to_array(resize_to(read_image(p), height, width)) for p in config.style]
-        style_sources = list(config.style)
+        check(max(height, style_h), max(width, style_w))
+    content_array = to_array(fit_longest(content, config.size))
+    if styles:
+        style_arrays = [to_array(resize_to(s, style_h, style_w)) for s in styles]
     else:
-        styles = [default_images.swirl_painting(height, width)]
-        style_sources = [f"default:{default_images.DEFAULT_STYLE_NAME}"]
+        style_arrays = [default_images.swirl_painting(style_h, style_w)]
+    init_value: str | np.ndarray = config.init if init is None else \
+        to_array(resize_to(init, height, width))
+    return Inputs(content_array, style_arrays, init_value, {})
 
-    init: str | np.ndarray = config.init
-    if config.init not in INITS:
-        init = to_array(resize_to(read_image(config.init), height, width))
-    return Inputs(content, styles, init,
-                  {"content": content_source, "style": style_sources, "init": config.init})
+
+def load_inputs(config: Config, check: Callable[[int, int], object] | None = None) -> Inputs:
+    """Read every image ``config`` names (defaults where it names none), then
+    :func:`prepare_inputs`; ``sources`` records the paths or default names."""
+    content = read_image(config.content) if config.content else None
+    styles = [read_image(p) for p in config.style]
+    init = read_image(config.init) if config.init not in INITS else None
+    inputs = prepare_inputs(config, content, styles, init, check)
+    sources = {
+        "content": config.content or f"default:{default_images.DEFAULT_CONTENT_NAME}",
+        "style": list(config.style) or [f"default:{default_images.DEFAULT_STYLE_NAME}"],
+        "init": config.init,
+    }
+    return inputs._replace(sources=sources)

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jstyle import losses
+from jstyle.layers import downsampling
 from jstyle.preprocessing import Preprocessing, to_network
 from jstyle.vgg import extract_features
 
@@ -79,7 +80,10 @@ def compute_targets(
     """P^l of the content photo and A^l of the style image(s), computed once.
 
     Several style images are blended by a weighted mean of their Gram matrices
-    (equal weights unless ``style_blend`` is given).
+    (equal weights unless ``style_blend`` is given). A style image of another size
+    than the content (``style_scale``) has its Gram matrices rescaled by the ratio
+    of positions M, so that eq. 4 compares like with like; at the same size (the
+    paper) the factor is 1.
     """
     content_names = [n for n, _ in objective.content_layers]
     style_names = [n for n, _ in objective.style_layers]
@@ -87,9 +91,12 @@ def compute_targets(
     if style_blend is None:
         style_blend = [1.0 / len(style_images)] * len(style_images)
     style: dict[str, Array] = {}
+    height, width = content_image.shape[-3:-1]
     for image, b in zip(style_images, style_blend, strict=True):
         for name, F in features(params, image, objective, style_names).items():
-            style[name] = style.get(name, 0.0) + b * losses.gram_matrix(F)
+            d = downsampling(name)
+            positions = (height // d) * (width // d) / (F.shape[-3] * F.shape[-2])
+            style[name] = style.get(name, 0.0) + b * positions * losses.gram_matrix(F)
     return Targets(content=content, style=style)
 
 

@@ -37,8 +37,8 @@ def initial_image(
             return jax.random.uniform(jax.random.key(seed), content.shape, content.dtype)
         if init == "content":
             return jnp.asarray(content)
-        if init == "style":
-            return jnp.asarray(style)
+        if init == "style":  # resized if style_scale made it another size
+            return jax.image.resize(jnp.asarray(style, content.dtype), content.shape, "linear")
         raise ValueError(f"init must be one of {INITS} or an image, not {init!r}")
     image = jnp.asarray(init, content.dtype)
     if image.shape != content.shape:
@@ -122,12 +122,13 @@ def stylize(
     save_every: int = 0,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Result:
-    """Render ``content`` in the style of ``styles`` (already resized to the content's size).
+    """Render ``content`` in the style of ``styles`` (already sized: the paper resizes them to
+    the content's size; another size acts as a style scale).
 
     Args:
       params: VGG-19 parameters (see :mod:`jstyle.vgg`).
       content: RGB content photo in [0, 1], ``(H, W, 3)``.
-      styles: RGB style images in [0, 1], each ``(H, W, 3)``.
+      styles: RGB style images in [0, 1], all of one shape ``(H', W', 3)``.
       objective: layers and weights of eq. 7.
       solver: from :func:`jstyle.optimize.make_solver`.
       iterations: optimiser steps.

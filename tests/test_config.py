@@ -125,3 +125,10 @@ def test_style_blend_weights_are_normalised_and_checked():
         resolve({"style": ["a.jpg"], "style_blend_weights": [0]})
     with pytest.raises(JStyleError, match=r"style_blend_weights\[1\]': must be at least 0"):
         resolve({"style": ["a.jpg", "b.jpg"], "style_blend_weights": [1, -1]})
+
+
+def test_style_scale():
+    assert Config().style_scale == 1.0  # the paper: the content's size
+    assert resolve({"style_scale": 0.5}).style_scale == 0.5
+    with pytest.raises(JStyleError, match="greater than 0"):
+        resolve({"style_scale": 0})

@@ -184,3 +184,19 @@ def test_stylize_blends_styles_with_the_given_weights(random_params, rng):
     first = stylize(random_params, content, [s1], OBJECTIVE, Adam(0.05), iterations=1,
                     init="content")
     assert only_first.terms["style"] == pytest.approx(first.terms["style"], rel=1e-5)
+
+
+def test_a_style_image_of_another_size_is_compared_per_position(random_params, rng):
+    """style_scale: a style image twice the size gives (nearly) the same per-position Gram
+    targets as the same texture at the content's size, thanks to the M ratio."""
+    content = rng.random((32, 48, 3), dtype=np.float32)
+    tile = rng.random((32, 48, 3), dtype=np.float32)
+    big = np.tile(tile, (2, 2, 1))  # the same statistics, four times the positions
+    same = compute_targets(random_params, content, [tile], OBJECTIVE)
+    scaled = compute_targets(random_params, content, [big], OBJECTIVE)
+    for name in ("relu1_1", "relu2_1"):
+        a, b = np.asarray(same.style[name]), np.asarray(scaled.style[name])
+        assert np.abs(a - b).max() / np.abs(a).max() < 0.1, name
+    result = stylize(random_params, content, [big], OBJECTIVE, Adam(0.05), iterations=2,
+                     init="style")
+    assert result.image.shape == content.shape
