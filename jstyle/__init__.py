@@ -1,8 +1,17 @@
 """jstyle: neural style transfer (Gatys, Ecker & Bethge, CVPR 2016) in JAX.
 
-The paper's losses live in :mod:`jstyle.losses`, the network in :mod:`jstyle.vgg`,
-eq. 7 wired to the network in :mod:`jstyle.objective`, the optimisers in
-:mod:`jstyle.optimize`, and the command line in :mod:`jstyle.run`.
+``jstyle.stylize(content, style, **config)`` runs a whole style transfer in memory
+(see :mod:`jstyle.api`). The paper's losses live in :mod:`jstyle.losses`, the network
+in :mod:`jstyle.vgg`, eq. 7 wired to the network in :mod:`jstyle.objective`, the
+optimisers in :mod:`jstyle.optimize`, and the command line in :mod:`jstyle.run`.
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name == "stylize":  # imported on first use: `import jstyle` stays light
+        from jstyle.api import stylize
+
+        return stylize
+    raise AttributeError(f"module 'jstyle' has no attribute {name!r}")

@@ -65,7 +65,7 @@ def _to_8bit(image: Image.Image, file_format: str | None) -> Image.Image:
     return Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
 
 
-def _rgb(image: Image.Image, file_format: str | None = None) -> Image.Image:
+def to_rgb(image: Image.Image, file_format: str | None = None) -> Image.Image:
     """Any loaded Pillow image -> 8-bit RGB, transparency composited onto white.
 
     ``file_format`` is the format the image was read from (``image.format``, which
@@ -172,7 +172,7 @@ def read_image(path: str | Path) -> Image.Image:
             image = ImageOps.exif_transpose(image)  # a copy, independent of the file
     except (Image.DecompressionBombError, MemoryError, *DECODE_ERRORS) as e:
         raise _read_error(path, e) from None
-    return _rgb(image, file_format)
+    return to_rgb(image, file_format)
 
 
 def to_array(image: Image.Image) -> np.ndarray:

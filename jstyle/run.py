@@ -141,28 +141,6 @@ def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _objective_and_solver(config: Config, preprocessing):
-    from jstyle.objective import Objective
-    from jstyle.optimize import make_solver
-
-    objective = Objective(
-        content_layers=config.content_layers,
-        style_layers=config.style_layers,
-        content_weight=config.content_weight,
-        style_weight=config.style_weight,
-        tv_weight=config.tv_weight,
-        pooling=config.pooling,
-        preprocessing=preprocessing,
-    )
-    solver = make_solver(
-        config.optimizer,
-        lbfgs_backend=config.lbfgs_backend,
-        lbfgs_memory=config.lbfgs_memory,
-        learning_rate=config.learning_rate,
-    )
-    return objective, solver
-
-
 def _run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     config = load_config(args)
@@ -198,13 +176,14 @@ def _run(args: argparse.Namespace) -> int:
 
     import jax
 
+    from jstyle.api import objective_and_solver
     from jstyle.cache import enable_compilation_cache
     from jstyle.images import save_png
     from jstyle.progress import ProgressBar
     from jstyle.transfer import Interrupted, stylize
 
     enable_compilation_cache()
-    objective, solver = _objective_and_solver(config, weights.preprocessing)
+    objective, solver = objective_and_solver(config, weights.preprocessing)
     log(f"jstyle: {width}x{height} px, {config.iterations} iterations of {config.optimizer}"
         f"{f' (resuming after {done})' if resumed is not None else ''}, on "
         f"{jax.default_backend()}, about {estimate / 2**30:.1f} GiB of memory")
