@@ -49,6 +49,39 @@ def objective_and_solver(config: Config, preprocessing):
     return objective, solver
 
 
+def run_transfer(weights, inputs, config: Config, *, done: int = 0, resumed=None,
+                 on_progress=None):
+    """One transfer as a config describes it, on sized inputs (:mod:`jstyle.inputs`):
+    colour preservation around :func:`jstyle.transfer.stylize`. Shared by the command line
+    and :func:`stylize`. ``done``/``resumed``: iterations already made and the image they
+    reached (``--resume``). The result's image has the content's colours restored when the
+    config asks for it; :class:`jstyle.transfer.Interrupted` carries the same."""
+    from jstyle import color
+    from jstyle.cache import enable_compilation_cache
+    from jstyle.transfer import Interrupted
+    from jstyle.transfer import stylize as transfer
+
+    enable_compilation_cache()
+    objective, solver = objective_and_solver(config, weights.preprocessing)
+    content, styles = color.prepare(config.preserve_color, inputs.content, inputs.styles)
+    if resumed is not None:  # saved with the content's colours: back to what was optimised
+        resumed = color.prepare(config.preserve_color, resumed, [])[0]
+
+    def finish(result):
+        return result._replace(image=color.finish(config.preserve_color, result.image,
+                                                  inputs.content))
+
+    try:
+        result = transfer(weights.params, content, styles, objective, solver,
+                          iterations=config.iterations - done,
+                          init=inputs.init if resumed is None else resumed, seed=config.seed,
+                          style_blend=config.style_blend, save_every=config.save_every,
+                          on_progress=on_progress)
+    except Interrupted as stop:
+        raise Interrupted(finish(stop.result)) from None
+    return finish(result)
+
+
 @functools.lru_cache(maxsize=2)
 def _weights(path: str, modified: float):
     from jstyle.weights import load_weights
@@ -127,11 +160,9 @@ def stylize(
     if init is None and settings.init not in INITS:  # the init key named a file
         init = settings.init
 
-    from jstyle.cache import enable_compilation_cache
     from jstyle.inputs import prepare_inputs
     from jstyle.memory import check_memory
     from jstyle.progress import ProgressBar
-    from jstyle.transfer import stylize as run_transfer
 
     inputs = prepare_inputs(
         settings,
@@ -141,12 +172,8 @@ def stylize(
         check=lambda h, w: check_memory(h, w, settings),
     )
     weights = load_cached_weights(settings.weights)
-    enable_compilation_cache()
-    objective, solver = objective_and_solver(settings, weights.preprocessing)
     with ProgressBar(settings.iterations, disable=not progress) as bar:
-        result = run_transfer(weights.params, inputs.content, inputs.styles, objective, solver,
-                              iterations=settings.iterations, init=inputs.init,
-                              seed=settings.seed, style_blend=settings.style_blend,
+        result = run_transfer(weights, inputs, settings,
                               on_progress=bar.update if progress else None)
     if result.stopped:
         raise JStyleError(f"stylize stopped: {result.stopped}")

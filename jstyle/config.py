@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from jstyle.color import PRESERVE_COLOR
 from jstyle.errors import JStyleError
 from jstyle.layers import LAYERS, PAPER_CONTENT_LAYERS, PAPER_STYLE_LAYERS, downsampling
 from jstyle.optimize import LBFGS_BACKENDS, OPTIMIZERS
@@ -44,6 +45,10 @@ class Config:
         "style targets are the blended Gram matrices")
     style_scale: float = _key(1.0, "size of the style images relative to the content's (1: "
                               "the same size, as in the paper); smaller gives finer strokes")
+    preserve_color: str = _key(
+        "none", "keep the content's colours (Gatys et al. 2016, 'Preserving Color in Neural "
+        "Artistic Style Transfer'): none, luminance (transfer on luminance only) or histogram "
+        "(match the style images' colours to the content first)", choices=PRESERVE_COLOR)
     output: str = _key("out/stylized.png", "output PNG; a JSON sidecar is written beside it")
     size: int = _key(512, "longest side of the output in pixels; the content photo is resized "
                      "to it and the style image to the content's size (the paper)")

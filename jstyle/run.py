@@ -176,14 +176,10 @@ def _run(args: argparse.Namespace) -> int:
 
     import jax
 
-    from jstyle.api import objective_and_solver
-    from jstyle.cache import enable_compilation_cache
+    from jstyle.api import run_transfer
     from jstyle.images import save_png
     from jstyle.progress import ProgressBar
-    from jstyle.transfer import Interrupted, stylize
-
-    enable_compilation_cache()
-    objective, solver = objective_and_solver(config, weights.preprocessing)
+    from jstyle.transfer import Interrupted
     log(f"jstyle: {width}x{height} px, {config.iterations} iterations of {config.optimizer}"
         f"{f' (resuming after {done})' if resumed is not None else ''}, on "
         f"{jax.default_backend()}, about {estimate / 2**30:.1f} GiB of memory")
@@ -197,11 +193,8 @@ def _run(args: argparse.Namespace) -> int:
     interrupted = False
     with ProgressBar(config.iterations, initial=done, disable=args.quiet) as bar:
         try:
-            result = stylize(
-                weights.params, inputs.content, inputs.styles, objective, solver,
-                iterations=config.iterations - done,
-                init=resumed if resumed is not None else inputs.init, seed=config.seed,
-                style_blend=config.style_blend, save_every=config.save_every,
+            result = run_transfer(
+                weights, inputs, config, done=done, resumed=resumed,
                 on_progress=lambda p: (bar.update(p, offset=done), save_intermediate(p)),
             )
         except Interrupted as stop:

@@ -39,3 +39,18 @@ def test_mistakes_are_one_line_errors(weights_env, rng):
         jstyle.stylize(image, image, sise=32)
     with pytest.raises(JStyleError, match="has 1 weights for 2 style image"):
         jstyle.stylize(image, [image, image], style_blend_weights=[1])
+
+
+def test_preserve_color(weights_env, rng):
+    from jstyle.color import rgb_to_yiq
+
+    content = np.full((32, 48, 3), (0.8, 0.4, 0.2), np.float32) + \
+        rng.normal(0, 0.05, (32, 48, 3)).astype(np.float32)
+    style = rng.random((32, 48, 3), dtype=np.float32)
+    kept = jstyle.stylize(content, style, size=48, iterations=3, preserve_color="luminance")
+    as_read = np.floor(np.clip(content, 0, 1) * 255 + 0.5) / 255  # arrays pass through 8 bits
+    iq_out, iq_content = rgb_to_yiq(kept)[..., 1:], rgb_to_yiq(as_read)[..., 1:]
+    inside = (kept > 0.01).all(-1) & (kept < 0.99).all(-1)  # where nothing was clipped
+    np.testing.assert_allclose(iq_out[inside], iq_content[inside], atol=1e-3)
+    matched = jstyle.stylize(content, style, size=48, iterations=3, preserve_color="histogram")
+    assert matched.shape == (32, 48, 3) and np.isfinite(matched).all()

@@ -132,3 +132,10 @@ def test_style_scale():
     assert resolve({"style_scale": 0.5}).style_scale == 0.5
     with pytest.raises(JStyleError, match="greater than 0"):
         resolve({"style_scale": 0})
+
+
+def test_preserve_color_choices():
+    assert Config().preserve_color == "none"
+    assert resolve({"preserve_color": "luminance"}).preserve_color == "luminance"
+    with pytest.raises(JStyleError, match="must be one of none, luminance, histogram"):
+        resolve({"preserve_color": "yes"})
