@@ -25,6 +25,50 @@ def sidecar_path(output: Path) -> Path:
     return output.with_suffix(".json")
 
 
+def frame_path(output: Path, iteration: int) -> Path:
+    """``out.png`` -> ``out_00100.png``: the image at an iteration (``save_every``)."""
+    return output.with_name(f"{output.stem}_{iteration:05d}.png")
+
+
+def loss_curve_path(output: Path) -> Path:
+    """``out.png`` -> ``out.loss.png``."""
+    return output.with_suffix(".loss.png")
+
+
+def progression_paths(output: Path) -> tuple[Path, Path]:
+    """``out.png`` -> ``out_progress.gif`` and ``out_progress.png`` (``save_every``)."""
+    return output.with_name(f"{output.stem}_progress.gif"), \
+        output.with_name(f"{output.stem}_progress.png")
+
+
+def write_report(output: Path, record: dict[str, Any], image: np.ndarray) -> None:
+    """The loss curve beside the output (total after every iteration, the weighted content
+    and style terms at every progress report) and, for a finished run with ``save_every``,
+    the progression as an animated GIF and a montage of the saved frames."""
+    from jstyle import report
+    from jstyle.images import read_image, to_array
+
+    config = record["config"]
+    terms = record.get("terms_history", [])
+    series = {
+        "total": list(enumerate(record["history"], start=1)),
+        "content": [(t["iteration"], config["content_weight"] * t["content"]) for t in terms],
+        "style": [(t["iteration"], config["style_weight"] * t["style"]) for t in terms],
+    }
+    report.loss_curve(series, loss_curve_path(output), title=f"{output.name}: loss "
+                      f"(content x {config['content_weight']:g}, style x "
+                      f"{config['style_weight']:g})")
+    every = config.get("save_every") or 0
+    if not every or record.get("incomplete"):
+        return
+    steps = [i for i in range(every, config["iterations"], every) if frame_path(output, i).exists()]
+    frames = [to_array(read_image(frame_path(output, i))) for i in steps] + [image]
+    labels = [str(i) for i in steps] + [str(config["iterations"])]
+    gif, sheet = progression_paths(output)
+    report.progression_gif(frames, gif)
+    report.montage(frames, sheet, labels=labels)
+
+
 def resume_path(output: Path) -> Path:
     """``out.png`` -> ``out.resume.npy``: the exact image an incomplete run stopped at."""
     return output.with_suffix(".resume.npy")

@@ -149,12 +149,13 @@ def _run(args: argparse.Namespace) -> int:
 
     from jstyle import outputs
 
-    done, history, evaluations = 0, [], 0
+    done, history, evaluations, terms_history = 0, [], 0, []
     resumed = None
     if args.resume:
         resumed, previous = outputs.read_resume(output, config.to_dict())
         done = len(previous["history"])
         history, evaluations = previous["history"], previous.get("evaluations", 0)
+        terms_history = previous.get("terms_history", [])
 
     # Inputs before anything heavy: a bad path fails in a second, not after compiling.
     from jstyle.inputs import load_inputs
@@ -184,19 +185,20 @@ def _run(args: argparse.Namespace) -> int:
         f"{f' (resuming after {done})' if resumed is not None else ''}, on "
         f"{jax.default_backend()}, about {estimate / 2**30:.1f} GiB of memory")
 
-    def save_intermediate(progress) -> None:
+    def on_progress(progress) -> None:
         iteration = done + progress.iteration
+        bar.update(progress, offset=done)
+        terms_history.append({"iteration": iteration, **{
+            k: progress.terms[k] for k in ("total", "content", "style", "tv")}})
         if config.save_every and iteration % config.save_every == 0 \
                 and iteration < config.iterations:
-            save_png(output.with_name(f"{output.stem}_{iteration:05d}.png"), progress.image)
+            save_png(outputs.frame_path(output, iteration), progress.image)
 
     interrupted = False
     with ProgressBar(config.iterations, initial=done, disable=args.quiet) as bar:
         try:
             result = run_transfer(
-                weights, inputs, config, done=done, resumed=resumed,
-                on_progress=lambda p: (bar.update(p, offset=done), save_intermediate(p)),
-            )
+                weights, inputs, config, done=done, resumed=resumed, on_progress=on_progress)
         except Interrupted as stop:
             result, interrupted = stop.result, True
 
@@ -208,6 +210,7 @@ def _run(args: argparse.Namespace) -> int:
         "size": {"height": height, "width": width},
         "losses": result.terms,
         "history": history,
+        "terms_history": terms_history,
         "evaluations": evaluations + result.evaluations,
         "timings": {**result.timings, "total_s": time.perf_counter() - started},
         "memory": {"estimate_bytes": estimate, "peak_rss_bytes": _peak_rss_bytes()},
@@ -223,6 +226,7 @@ def _run(args: argparse.Namespace) -> int:
     if result.stopped:
         record["incomplete"] = {"reason": result.stopped, "iteration": len(history)}
     outputs.write_outputs(output, result.image, record)
+    outputs.write_report(output, record, result.image)
     side = outputs.sidecar_path(output)
     if interrupted:
         print(f"jstyle: interrupted after iteration {len(history)}; saved {output} and {side}; "

@@ -95,11 +95,16 @@ def test_a_run_writes_png_and_sidecar(real_weights, tmp_path, photo):
     assert image.size == (48, 32) and image.mode == "RGB"
     assert json.loads(image.text["jstyle:config"])["size"] == 48
     assert (tmp_path / "sub" / "result_00003.png").is_file()
+    assert Image.open(tmp_path / "sub" / "result.loss.png").size == (640, 400)
+    gif = Image.open(tmp_path / "sub" / "result_progress.gif")
+    assert gif.n_frames == 2 and gif.size == (48, 32)  # iteration 3 and the end
+    assert (tmp_path / "sub" / "result_progress.png").is_file()
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["config"]["iterations"] == 6
     assert record["config"]["style"] == []
     assert record["inputs"]["style"] == ["default:swirl_painting"]
     assert len(record["history"]) == 6
+    assert [t["iteration"] for t in record["terms_history"]][-1] == 6
     assert set(record["losses"]) >= {"total", "content", "style", "style/relu1_1",
                                      "content/relu4_2"}
     assert record["timings"]["compile_s"] > 0 and record["timings"]["optimize_s"] > 0

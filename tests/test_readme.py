@@ -26,7 +26,7 @@ def test_readme_names_the_test_command():
 @pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
 def test_python_examples_run(index, request, capsys):
     code = PYTHON_BLOCKS[index]
-    if "ensure_weights" in code:
+    if "ensure_weights" in code or "jstyle.stylize" in code:
         request.getfixturevalue("real_weights")  # skips unless the weights are provisioned
     exec(compile(code, f"README.md python block {index}", "exec"), {})
     assert capsys.readouterr().out.strip()
