@@ -89,11 +89,11 @@ def _weights(path: str, modified: float):
     return load_weights(path)
 
 
-def load_cached_weights(path: str | None):
+def load_cached_weights(path: str | None, log=print):
     """The weights a config names (provisioned on first use), loaded once per file version."""
     from jstyle.weights import ensure_weights
 
-    resolved = ensure_weights(path)
+    resolved = ensure_weights(path, log=log)
     return _weights(str(resolved), resolved.stat().st_mtime)
 
 

@@ -35,8 +35,9 @@ class Config:
     """A resolved run configuration. Defaults are the paper's choices (Gatys et al. 2016)."""
 
     content: str | None = _key(
-        None, "content photo (any image Pillow reads); none: jstyle's default (scikit-image's "
-        "'chelsea' photo)")
+        None, "content photo (any image Pillow reads), or a folder or glob pattern of them (a "
+        "batch: one output each, in a folder named after output); none: jstyle's default "
+        "(scikit-image's 'chelsea' photo)")
     style: tuple[str, ...] = _key(
         (), "style image(s), a path or a list; several are blended with equal weights; none: "
         "jstyle's generated swirl painting")

@@ -8,7 +8,9 @@ content or style image, jstyle's default images are used.
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -29,6 +31,33 @@ class Inputs(NamedTuple):
     styles: list[np.ndarray]
     init: str | np.ndarray  # one of INITS, or an image
     sources: dict
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def content_paths(content: str | None) -> list[str] | None:
+    """The content images of a batch -- ``content`` names a folder (its image files) or a
+    glob pattern (``photos/*.jpg``) -- sorted; None when it names one image (or none)."""
+    if not content:
+        return None
+    path = Path(content)
+    if path.is_dir():
+        found = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        where = f"folder {content}"
+    elif any(c in content for c in "*?["):
+        found = [Path(p) for p in glob.glob(content, recursive=True) if Path(p).is_file()]
+        where = f"pattern {content}"
+    else:
+        return None
+    if not found:
+        raise JStyleError(f"no images in {where} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    stems = [p.stem for p in found]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise JStyleError(f"content images in {where} share names ({', '.join(twice)}): each "
+                          "output is named after its content image; rename or split them")
+    return [str(p) for p in sorted(found)]
 
 
 def style_size(height: int, width: int, config: Config) -> tuple[int, int]:

@@ -8,6 +8,8 @@ as one line on stderr (exit code 2) before anything is compiled.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import platform
 import signal
 import sys
@@ -142,8 +144,45 @@ def _terminate(signum, frame) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
     config = load_config(args)
+    from jstyle.inputs import content_paths
+
+    paths = content_paths(config.content)
+    if paths is None:
+        return _run_one(config, args, resume=args.resume)
+    # A batch: one output per content image, in a folder named after the output.
+    from jstyle import outputs
+
+    folder = Path(config.output).with_suffix("")
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    codes = []
+    for i, path in enumerate(paths, start=1):
+        item = dataclasses.replace(config, content=path,
+                                   output=str(folder / f"{Path(path).stem}.png"))
+        sidecar = outputs.sidecar_path(Path(item.output))
+        state = _recorded_state(sidecar) if args.resume else None
+        if state == "complete":
+            log(f"jstyle: image {i}/{len(paths)}: {path} is done ({item.output})")
+            continue
+        log(f"jstyle: image {i}/{len(paths)}: {path}")
+        code = _run_one(item, args, resume=state == "incomplete")
+        if code == 130:
+            return code
+        codes.append(code)
+    return max(codes, default=0)
+
+
+def _recorded_state(sidecar: Path) -> str | None:
+    """"complete", "incomplete" or None (no readable record) for a batch item."""
+    try:
+        record = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return "incomplete" if record.get("incomplete") else "complete"
+
+
+def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
+    started = time.perf_counter()
     output = Path(config.output)
     _check_output(output, [config.content, *config.style, config.init])
 
@@ -151,7 +190,7 @@ def _run(args: argparse.Namespace) -> int:
 
     done, history, evaluations, terms_history = 0, [], 0, []
     resumed = None
-    if args.resume:
+    if resume:
         resumed, previous = outputs.read_resume(output, config.to_dict())
         done = len(previous["history"])
         history, evaluations = previous["history"], previous.get("evaluations", 0)
@@ -171,9 +210,9 @@ def _run(args: argparse.Namespace) -> int:
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     estimate = estimate_bytes(height, width, config)
 
-    from jstyle.weights import ensure_weights, load_weights
+    from jstyle.api import load_cached_weights
 
-    weights = load_weights(ensure_weights(config.weights, log=log))
+    weights = load_cached_weights(config.weights, log=log)
 
     import jax
 

@@ -68,6 +68,10 @@ def _run_chunk(image, state, n, params, targets, *, objective, solver, chunk):
     return run_steps(solver, fun, image, state, n, chunk)
 
 
+#: Compiled optimisation chunks by input shapes and static settings, for this process.
+_COMPILED: dict = {}
+
+
 class Progress(NamedTuple):
     """What the caller hears after each chunk of iterations."""
 
@@ -152,9 +156,15 @@ def stylize(
     t_targets = time.perf_counter()
 
     chunk = chunk_size(iterations)
-    run = _run_chunk.lower(
-        image, state, 0, params, targets, objective=objective, solver=solver, chunk=chunk
-    ).compile()
+    key = (image.shape, str(image.dtype), objective, solver, chunk,
+           tuple((k, v.shape) for k, v in sorted(targets.content.items())))
+    run = _COMPILED.get(key)
+    if run is None:  # same-sized images (a batch) reuse one compiled program
+        if len(_COMPILED) >= 8:
+            _COMPILED.pop(next(iter(_COMPILED)))  # the oldest
+        run = _COMPILED[key] = _run_chunk.lower(
+            image, state, 0, params, targets, objective=objective, solver=solver, chunk=chunk
+        ).compile()
     t_compiled = time.perf_counter()
 
     history: list[float] = []

@@ -267,3 +267,34 @@ def test_from_image_redoes_a_run_with_two_blended_styles(real_weights, tmp_path,
     assert {**redone["config"], "output": None} == {**record["config"], "output": None}
     np.testing.assert_allclose(redone["history"], record["history"], rtol=1e-4)
     assert_one_line_error(jstyle("--from-image", str(photo)), "carries no jstyle config")
+
+
+def test_a_batch_writes_one_output_per_image_and_resumes(real_weights, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(2)
+    for name, size in (("a.png", (48, 32)), ("b.jpg", (48, 32)), ("c.png", (32, 48))):
+        Image.fromarray((rng.random((size[1], size[0], 3)) * 255).astype(np.uint8)).save(
+            photos / name)
+    (photos / "notes.txt").write_text("not an image")
+    env = {"JSTYLE_WEIGHTS": str(real_weights.path)}
+    out = tmp_path / "out" / "batch.png"
+    args = ["--content", str(photos), "--output", str(out), "--set", "size=32",
+            "--set", "iterations=2"]
+    proc = jstyle(*args, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "image 3/3" in proc.stderr
+    records = {n: json.loads((tmp_path / "out" / "batch" / f"{n}.json").read_text())
+               for n in "abc"}
+    assert all(Image.open(tmp_path / "out" / "batch" / f"{n}.png").size in ((32, 21), (21, 32))
+               for n in "abc")
+    # b is a's size: it reused a's compiled program.
+    assert records["b"]["timings"]["compile_s"] < 0.5 * records["a"]["timings"]["compile_s"]
+
+    again = jstyle(*args, "--resume", env=env)
+    assert again.returncode == 0 and again.stderr.count("is done") == 3, again.stderr
+    glob_run = jstyle("--content", str(photos / "*.png"), "--output", str(tmp_path / "g.png"),
+                      "--set", "size=32", "--set", "iterations=1", "--quiet", env=env)
+    assert glob_run.returncode == 0, glob_run.stderr
+    assert sorted(p.name for p in (tmp_path / "g").glob("*.json")) == ["a.json", "c.json"]
+    assert_one_line_error(jstyle("--content", str(tmp_path / "none*.jpg")), "no images in pattern")
