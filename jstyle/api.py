@@ -49,13 +49,53 @@ def objective_and_solver(config: Config, preprocessing):
     return objective, solver
 
 
+def _resized(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    import jax
+
+    return np.asarray(jax.image.resize(np.asarray(image, np.float32), (height, width, 3),
+                                       "linear", antialias=True))
+
+
+def coarse_stages(weights, content, styles, init, config: Config, log=None):
+    """Gatys et al. 2017's coarse-to-fine: the transfer at each of ``coarse_sizes`` in turn,
+    each started from the previous result upsampled; returns the last image, at the size of
+    ``content``, to start the full-size stage from, and a record of each stage."""
+    from jstyle.images import fitted_size
+    from jstyle.inputs import style_size
+    from jstyle.transfer import stylize as transfer
+
+    objective, solver = objective_and_solver(config, weights.preprocessing)
+    height, width = content.shape[:2]
+    image, stages = init, []
+    for number, size in enumerate(config.coarse_sizes, start=1):
+        w, h = fitted_size(width, height, size)
+        sh, sw = style_size(h, w, config)
+        if log:
+            log(f"jstyle: coarse stage {number}/{len(config.coarse_sizes)}: {w}x{h} px, "
+                f"{config.stage_iterations} iterations")
+        start = image if isinstance(image, str) else _resized(image, h, w)
+        result = transfer(weights.params, _resized(content, h, w),
+                          [_resized(s, sh, sw) for s in styles], objective, solver,
+                          iterations=config.stage_iterations, init=start, seed=config.seed,
+                          style_blend=config.style_blend)
+        if result.stopped:
+            raise JStyleError(f"coarse stage at {size} px stopped: {result.stopped}")
+        image = result.image
+        stages.append({"size": size, "width": w, "height": h,
+                       "iterations": len(result.history), "loss": result.terms["total"],
+                       "seconds": sum(v for k, v in result.timings.items() if k.endswith("_s"))})
+    return (image if isinstance(image, str) else _resized(image, height, width)), stages
+
+
 def run_transfer(weights, inputs, config: Config, *, done: int = 0, resumed=None,
-                 on_progress=None):
+                 on_progress=None, log=None):
     """One transfer as a config describes it, on sized inputs (:mod:`jstyle.inputs`):
-    colour preservation around :func:`jstyle.transfer.stylize`. Shared by the command line
-    and :func:`stylize`. ``done``/``resumed``: iterations already made and the image they
-    reached (``--resume``). The result's image has the content's colours restored when the
-    config asks for it; :class:`jstyle.transfer.Interrupted` carries the same."""
+    colour preservation and coarse-to-fine stages around :func:`jstyle.transfer.stylize`.
+    Shared by the command line and :func:`stylize`. ``done``/``resumed``: iterations
+    already made at full size and the image they reached (``--resume``; the coarse stages
+    are then skipped). Returns the result -- its image with the content's colours restored
+    when the config asks for it; :class:`jstyle.transfer.Interrupted` carries the same --
+    and the coarse stages' records."""
     from jstyle import color
     from jstyle.cache import enable_compilation_cache
     from jstyle.transfer import Interrupted
@@ -71,15 +111,19 @@ def run_transfer(weights, inputs, config: Config, *, done: int = 0, resumed=None
         return result._replace(image=color.finish(config.preserve_color, result.image,
                                                   inputs.content))
 
+    init, stages = inputs.init, []
+    if resumed is not None:
+        init = resumed
+    elif config.coarse_sizes:
+        init, stages = coarse_stages(weights, content, styles, inputs.init, config, log)
     try:
         result = transfer(weights.params, content, styles, objective, solver,
-                          iterations=config.iterations - done,
-                          init=inputs.init if resumed is None else resumed, seed=config.seed,
+                          iterations=config.iterations - done, init=init, seed=config.seed,
                           style_blend=config.style_blend, save_every=config.save_every,
                           on_progress=on_progress)
     except Interrupted as stop:
         raise Interrupted(finish(stop.result)) from None
-    return finish(result)
+    return finish(result), stages
 
 
 @functools.lru_cache(maxsize=2)
@@ -173,8 +217,8 @@ def stylize(
     )
     weights = load_cached_weights(settings.weights)
     with ProgressBar(settings.iterations, disable=not progress) as bar:
-        result = run_transfer(weights, inputs, settings,
-                              on_progress=bar.update if progress else None)
+        result, _ = run_transfer(weights, inputs, settings,
+                                 on_progress=bar.update if progress else None)
     if result.stopped:
         raise JStyleError(f"stylize stopped: {result.stopped}")
     image = np.clip(result.image, 0.0, 1.0).astype(np.float32)

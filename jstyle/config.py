@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -59,6 +60,11 @@ class Config:
                               "line search", choices=LBFGS_BACKENDS)
     lbfgs_memory: int = _key(20, "L-BFGS history size (pairs of past steps kept)")
     learning_rate: float = _key(0.02, "Adam's step size, in units of the [0, 1] pixel range")
+    coarse_sizes: tuple[int, ...] = _key(
+        (), "coarse-to-fine (Gatys et al. 2017): sizes to run first, smallest first, each "
+        "stage started from the previous result upsampled; the last stage is at size")
+    coarse_iterations: int | None = _key(
+        None, "iterations of each coarse stage (none: as many as iterations)")
     init: str = _key("noise", "starting image: noise (white noise, the paper), content, style, "
                      "or an image path")
     seed: int = _key(0, "random seed of the noise init")
@@ -81,9 +87,15 @@ class Config:
         out = dataclasses.asdict(self)
         out["style"] = list(self.style)
         out["style_blend_weights"] = list(self.style_blend_weights)
+        out["coarse_sizes"] = list(self.coarse_sizes)
         out["content_layers"] = dict(self.content_layers)
         out["style_layers"] = dict(self.style_layers)
         return out
+
+    @property
+    def stage_iterations(self) -> int:
+        """Iterations of each coarse stage."""
+        return self.coarse_iterations or self.iterations
 
     @property
     def style_blend(self) -> tuple[float, ...] | None:
@@ -180,6 +192,11 @@ def _validate(key: str, value: Any) -> Any:
         if not isinstance(items, list) or not all(isinstance(s, str) and s for s in items):
             raise _fail(key, f"expected a path or a list of paths, got {value!r}")
         return tuple(items)
+    if key == "coarse_sizes":
+        items = [] if value is None else value if isinstance(value, list) else [value]
+        return tuple(_number(f"{key}[{i}]", s, int, 1) for i, s in enumerate(items))
+    if key == "coarse_iterations":
+        return None if value is None else _number(key, value, int, 1)
     if key == "style_blend_weights":
         items = [] if value is None else value if isinstance(value, list) else [value]
         return tuple(_number(f"{key}[{i}]", w, float, 0.0) for i, w in enumerate(items))
@@ -215,6 +232,13 @@ def resolve(values: Mapping[str, Any]) -> Config:
                               f"keys: {', '.join(FIELDS)}")
         checked[key] = _validate(key, value)
     config = Config(**checked)
+    sizes = (*config.coarse_sizes, config.size)
+    if any(a >= b for a, b in itertools.pairwise(sizes)):
+        raise _fail("coarse_sizes", f"must grow, smallest first, and stay below size "
+                    f"({config.size}); got {list(config.coarse_sizes)}")
+    if config.coarse_sizes and config.coarse_sizes[0] < 2 * config.deepest_downsampling:
+        raise _fail("coarse_sizes", f"{config.coarse_sizes[0]} px is too small for the deepest "
+                    f"requested layer; use at least {2 * config.deepest_downsampling}")
     blend = config.style_blend_weights
     if blend:
         count = max(len(config.style), 1)  # no style path: jstyle's one default image

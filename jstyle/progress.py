@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from tqdm import tqdm
 
 from jstyle.transfer import Progress
@@ -22,6 +24,11 @@ class ProgressBar:
             refresh=False,
         )
         self._bar.update(offset + progress.iteration - self._bar.n)
+
+    def write(self, message: str) -> None:
+        """Print a line above the bar (to stderr), unless the bar is disabled."""
+        if not self._bar.disable:
+            self._bar.write(message, file=sys.stderr)
 
     def __enter__(self) -> ProgressBar:
         return self

@@ -236,10 +236,10 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
     interrupted = False
     with ProgressBar(config.iterations, initial=done, disable=args.quiet) as bar:
         try:
-            result = run_transfer(
-                weights, inputs, config, done=done, resumed=resumed, on_progress=on_progress)
+            result, stages = run_transfer(weights, inputs, config, done=done, resumed=resumed,
+                                          on_progress=on_progress, log=bar.write)
         except Interrupted as stop:
-            result, interrupted = stop.result, True
+            result, stages, interrupted = stop.result, [], True
 
     history = history + result.history
     record = {
@@ -250,6 +250,7 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
         "losses": result.terms,
         "history": history,
         "terms_history": terms_history,
+        "coarse_stages": stages,
         "evaluations": evaluations + result.evaluations,
         "timings": {**result.timings, "total_s": time.perf_counter() - started},
         "memory": {"estimate_bytes": estimate, "peak_rss_bytes": _peak_rss_bytes()},

@@ -298,3 +298,15 @@ def test_a_batch_writes_one_output_per_image_and_resumes(real_weights, tmp_path)
     assert glob_run.returncode == 0, glob_run.stderr
     assert sorted(p.name for p in (tmp_path / "g").glob("*.json")) == ["a.json", "c.json"]
     assert_one_line_error(jstyle("--content", str(tmp_path / "none*.jpg")), "no images in pattern")
+
+
+def test_coarse_to_fine_run(real_weights, tmp_path, photo):
+    out = tmp_path / "multi.png"
+    proc = jstyle("--content", str(photo), "--output", str(out), "--set", "size=64",
+                  "--set", "coarse_sizes=[32]", "--set", "coarse_iterations=2",
+                  "--set", "iterations=2", env={"JSTYLE_WEIGHTS": str(real_weights.path)})
+    assert proc.returncode == 0, proc.stderr
+    assert "coarse stage 1/1: 32x22 px, 2 iterations" in proc.stderr
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert [s["size"] for s in record["coarse_stages"]] == [32]
+    assert Image.open(out).size == (64, 43)

@@ -139,3 +139,15 @@ def test_preserve_color_choices():
     assert resolve({"preserve_color": "luminance"}).preserve_color == "luminance"
     with pytest.raises(JStyleError, match="must be one of none, luminance, histogram"):
         resolve({"preserve_color": "yes"})
+
+
+def test_coarse_sizes():
+    c = resolve({"size": 512, "coarse_sizes": [128, 256], "coarse_iterations": 50})
+    assert c.coarse_sizes == (128, 256) and c.stage_iterations == 50
+    assert resolve({"iterations": 7}).stage_iterations == 7
+    with pytest.raises(JStyleError, match="must grow, smallest first, and stay below size"):
+        resolve({"size": 256, "coarse_sizes": [256]})
+    with pytest.raises(JStyleError, match="must grow"):
+        resolve({"size": 512, "coarse_sizes": [256, 128]})
+    with pytest.raises(JStyleError, match="too small for the deepest requested layer"):
+        resolve({"size": 512, "coarse_sizes": [16]})
