@@ -59,7 +59,14 @@ def _resized(image: np.ndarray, height: int, width: int) -> np.ndarray:
 def coarse_stages(weights, content, styles, init, config: Config, log=None):
     """Gatys et al. 2017's coarse-to-fine: the transfer at each of ``coarse_sizes`` in turn,
     each started from the previous result upsampled; returns the last image, at the size of
-    ``content``, to start the full-size stage from, and a record of each stage."""
+    ``content``, to start the full-size stage from, and a record of each stage.
+
+    Eq. 1's content loss grows with the number of pixels while eq. 4's style loss (divided
+    by M^2) does not, so at a smaller size the same alpha/beta favours style. Each coarse
+    stage therefore scales alpha by the ratio of pixel counts, to strike the balance the
+    full-size stage will."""
+    import dataclasses
+
     from jstyle.images import fitted_size
     from jstyle.inputs import style_size
     from jstyle.transfer import stylize as transfer
@@ -74,14 +81,16 @@ def coarse_stages(weights, content, styles, init, config: Config, log=None):
             log(f"jstyle: coarse stage {number}/{len(config.coarse_sizes)}: {w}x{h} px, "
                 f"{config.stage_iterations} iterations")
         start = image if isinstance(image, str) else _resized(image, h, w)
+        alpha = config.content_weight * (height * width) / (h * w)
+        stage = dataclasses.replace(objective, content_weight=alpha)
         result = transfer(weights.params, _resized(content, h, w),
-                          [_resized(s, sh, sw) for s in styles], objective, solver,
+                          [_resized(s, sh, sw) for s in styles], stage, solver,
                           iterations=config.stage_iterations, init=start, seed=config.seed,
                           style_blend=config.style_blend)
         if result.stopped:
             raise JStyleError(f"coarse stage at {size} px stopped: {result.stopped}")
         image = result.image
-        stages.append({"size": size, "width": w, "height": h,
+        stages.append({"size": size, "width": w, "height": h, "content_weight": alpha,
                        "iterations": len(result.history), "loss": result.terms["total"],
                        "seconds": sum(v for k, v in result.timings.items() if k.endswith("_s"))})
     return (image if isinstance(image, str) else _resized(image, height, width)), stages

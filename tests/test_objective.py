@@ -217,3 +217,6 @@ def test_coarse_to_fine_stages(random_params, rng):
     assert image.shape == content.shape and np.isfinite(image).all()
     assert [(s["width"], s["height"], s["iterations"]) for s in stages] == [(32, 24, 2),
                                                                            (48, 36, 2)]
+    # alpha scaled by the ratio of pixels, so each stage strikes the full size's balance
+    assert stages[0]["content_weight"] == pytest.approx(4.0)
+    assert stages[1]["content_weight"] == pytest.approx((48 * 64) / (36 * 48))
