@@ -121,7 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (0 done, 1 stopped early, 2 bad input,
     130 interrupted: the image so far is saved and ``--resume`` continues it)."""
     args = parser().parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    # Ctrl-C must save the run even where the shell started us with SIGINT ignored (a
+    # background job of a script), and SIGTERM is handled the same way.
+    previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return _run(args)
     except JStyleError as e:
@@ -135,11 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("jstyle: interrupted", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _terminate(signum, frame) -> None:
-    """SIGTERM is handled as Ctrl-C: the run saves what it has before it exits."""
+    """SIGINT and SIGTERM become KeyboardInterrupt: the run saves what it has, then exits."""
     raise KeyboardInterrupt
 
 
