@@ -201,9 +201,10 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
 
     # Inputs before anything heavy: a bad path fails in a second, not after compiling.
     from jstyle.inputs import load_inputs
-    from jstyle.memory import check_memory, estimate_bytes
+    from jstyle.memory import check_memory
 
-    inputs = load_inputs(config, check=lambda h, w: check_memory(h, w, config))
+    estimates = []  # the memory check's estimate, made before anything is resized
+    inputs = load_inputs(config, check=lambda h, w: estimates.append(check_memory(h, w, config)))
     height, width = inputs.content.shape[:2]
     if resumed is not None and resumed.shape != inputs.content.shape:
         raise JStyleError(f"{outputs.resume_path(output)} holds a {resumed.shape[1]}x"
@@ -211,15 +212,14 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
                           "same inputs and size")
 
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    estimate = estimate_bytes(height, width, config)
+    estimate = estimates[0]
 
-    from jstyle.api import load_cached_weights
+    from jstyle.api import load_cached_weights, run_transfer
 
     weights = load_cached_weights(config.weights, log=log)
 
     import jax
 
-    from jstyle.api import run_transfer
     from jstyle.images import save_png
     from jstyle.progress import ProgressBar
     from jstyle.transfer import Interrupted

@@ -10,6 +10,7 @@ import tempfile
 import zlib
 from pathlib import Path
 
+import helpers
 import numpy as np
 import pytest
 from hypothesis import example, given, settings
@@ -270,39 +271,34 @@ def test_fit_longest(width: int, height: int, size: int) -> None:
 # --- bad files: one line each -----------------------------------------------------------------
 
 
-def one_line_error(path: Path, *fragments: str) -> str:
-    with pytest.raises(JStyleError) as caught:
-        read_image(path)
-    message = str(caught.value)
-    assert "\n" not in message and "\r" not in message, message
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
+def read_error(path: Path, *fragments: str) -> str:
+    """``read_image(path)`` raises one JStyleError line holding every fragment."""
+    return helpers.one_line_error(lambda: read_image(path), *fragments)
 
 
 def test_missing(tmp_path: Path) -> None:
     path = tmp_path / "no such é photo.jpg"
-    one_line_error(path, f"image not found: {path}")
-    one_line_error(tmp_path / "not_a_folder.png" / "x.png", "image not found")
+    read_error(path, f"image not found: {path}")
+    read_error(tmp_path / "not_a_folder.png" / "x.png", "image not found")
 
 
 def test_name_with_a_newline_stays_one_line(tmp_path: Path) -> None:
-    one_line_error(tmp_path / "two\nlines.jpg", "image not found", "two\\nlines.jpg")
+    read_error(tmp_path / "two\nlines.jpg", "image not found", "two\\nlines.jpg")
 
 
 def test_folder(tmp_path: Path) -> None:
-    one_line_error(tmp_path, "is a folder, not an image file")
+    read_error(tmp_path, "is a folder, not an image file")
 
 
 def test_fifo(tmp_path: Path) -> None:
     if not hasattr(os, "mkfifo"):
         pytest.skip("no named pipes on this platform")
     os.mkfifo(tmp_path / "pipe.png")
-    one_line_error(tmp_path / "pipe.png", "is not a regular file")
+    read_error(tmp_path / "pipe.png", "is not a regular file")
 
 
 def test_embedded_nul(tmp_path: Path) -> None:
-    one_line_error(tmp_path / "a\0b.png", "cannot read image")
+    read_error(tmp_path / "a\0b.png", "cannot read image")
 
 
 def test_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -312,7 +308,7 @@ def test_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
     monkeypatch.setattr(Image, "open", denied)
-    one_line_error(path, f"cannot read image {path}: permission denied")
+    read_error(path, f"cannot read image {path}: permission denied")
 
 
 def test_io_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -322,13 +318,13 @@ def test_io_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(Image, "open", broken_disk)
-    one_line_error(path, f"cannot read image {path}: Input/output error")
+    read_error(path, f"cannot read image {path}: Input/output error")
 
 
 def test_empty_file(tmp_path: Path) -> None:
     path = tmp_path / "empty.jpg"
     path.touch()
-    one_line_error(path, "empty.jpg is empty")
+    read_error(path, "empty.jpg is empty")
 
 
 def _encoded(fmt: str) -> bytes:
@@ -347,7 +343,7 @@ def test_truncated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str, su
     data = _encoded(fmt)
     path = tmp_path / f"cut{suffix}"
     path.write_bytes(data[: max(12, int(len(data) * keep))])
-    one_line_error(path, "is truncated or corrupt", "re-export or re-download")
+    read_error(path, "is truncated or corrupt", "re-export or re-download")
     assert ImageFile.LOAD_TRUNCATED_IMAGES is load_truncated  # the global setting is restored
 
 
@@ -356,19 +352,19 @@ def test_corrupt_png_checksum(tmp_path: Path) -> None:
     data[40] ^= 0xFF  # inside IDAT: its CRC no longer matches
     path = tmp_path / "crc.png"
     path.write_bytes(bytes(data))
-    one_line_error(path, "is truncated or corrupt")
+    read_error(path, "is truncated or corrupt")
 
 
 def test_text_file_named_jpg(tmp_path: Path) -> None:
     path = tmp_path / "notes.jpg"
     path.write_text("not an image\n")
-    one_line_error(path, "is not an image Pillow can read")
+    read_error(path, "is not an image Pillow can read")
 
 
 def test_decompression_bomb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = saved(tmp_path / "bomb.png", Image.new("L", (20, 20)))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 400 pixels > 2 x the limit
-    one_line_error(path, "is too large", "shrink the image")
+    read_error(path, "is too large", "shrink the image")
 
 
 # --- writing ----------------------------------------------------------------------------------
