@@ -23,7 +23,7 @@ from jstyle.errors import JStyleError
 ImageLike = Union[Image.Image, np.ndarray, str, os.PathLike]  # noqa: UP007 - a runtime alias
 
 #: Keys that are arguments of :func:`stylize` (or, for files, of the command line only).
-NOT_KEYWORDS = ("content", "style", "output", "save_every")
+NOT_KEYWORDS = ("content", "style", "masks", "output", "save_every")
 
 
 def objective_and_solver(config: Config, preprocessing):
@@ -56,7 +56,16 @@ def _resized(image: np.ndarray, height: int, width: int) -> np.ndarray:
                                        "linear", antialias=True))
 
 
-def coarse_stages(weights, content, styles, init, config: Config, log=None):
+def _resized_masks(masks: np.ndarray | None, height: int, width: int) -> np.ndarray | None:
+    if masks is None:
+        return None
+    import jax
+
+    return np.asarray(jax.image.resize(np.asarray(masks, np.float32),
+                                       (len(masks), height, width), "linear", antialias=True))
+
+
+def coarse_stages(weights, content, styles, init, config: Config, log=None, masks=None):
     """Gatys et al. 2017's coarse-to-fine: the transfer at each of ``coarse_sizes`` in turn,
     each started from the previous result upsampled; returns the last image, at the size of
     ``content``, to start the full-size stage from, and a record of each stage.
@@ -86,7 +95,7 @@ def coarse_stages(weights, content, styles, init, config: Config, log=None):
         result = transfer(weights.params, _resized(content, h, w),
                           [_resized(s, sh, sw) for s in styles], stage, solver,
                           iterations=config.stage_iterations, init=start, seed=config.seed,
-                          style_blend=config.style_blend)
+                          style_blend=config.style_blend, masks=_resized_masks(masks, h, w))
         if result.stopped:
             raise JStyleError(f"coarse stage at {size} px stopped: {result.stopped}")
         image = result.image
@@ -124,12 +133,13 @@ def run_transfer(weights, inputs, config: Config, *, done: int = 0, resumed=None
     if resumed is not None:
         init = resumed
     elif config.coarse_sizes:
-        init, stages = coarse_stages(weights, content, styles, inputs.init, config, log)
+        init, stages = coarse_stages(weights, content, styles, inputs.init, config, log,
+                                     inputs.masks)
     try:
         result = transfer(weights.params, content, styles, objective, solver,
                           iterations=config.iterations - done, init=init, seed=config.seed,
-                          style_blend=config.style_blend, save_every=config.save_every,
-                          on_progress=on_progress)
+                          style_blend=config.style_blend, masks=inputs.masks,
+                          save_every=config.save_every, on_progress=on_progress)
     except Interrupted as stop:
         raise Interrupted(finish(stop.result)) from None
     return finish(result), stages
@@ -177,6 +187,7 @@ def stylize(
     style: ImageLike | Sequence[ImageLike] | None = None,
     *,
     init: ImageLike | None = None,
+    masks: Sequence[ImageLike] | None = None,
     progress: bool = False,
     **config: Any,
 ) -> np.ndarray | Image.Image:
@@ -188,6 +199,8 @@ def stylize(
       style: one image like ``content``, or a list of them (blended; see the
         ``style_blend_weights`` key). None: jstyle's generated painting.
       init: an image to start from (else the ``init`` key: noise, content or style).
+      masks: spatial control, one mask per style image (like ``content``; white where that
+        style applies; see the ``masks`` key).
       progress: show a progress bar.
       **config: any config key but content, style, output and save_every (see the
         README or ``python -m jstyle.run --help``), e.g. ``size=256, iterations=200``.
@@ -206,8 +219,10 @@ def stylize(
     if init is not None:
         values["init"] = "<image given to stylize()>"  # not one of INITS: an image
     # Stand-in names, so that resolve checks style_blend_weights against the images' count.
-    settings = resolve({**values, "style": [f"<style {i} given to stylize()>"
-                                            for i in range(len(styles))]})
+    masks = [] if masks is None else list(masks)
+    settings = resolve({**values,
+                        "style": [f"<style {i} given to stylize()>" for i in range(len(styles))],
+                        "masks": [f"<mask {i} given to stylize()>" for i in range(len(masks))]})
     from jstyle.transfer import INITS
 
     if init is None and settings.init not in INITS:  # the init key named a file
@@ -223,6 +238,7 @@ def stylize(
         [_pil(s, f"style {i}") for i, s in enumerate(styles)],
         None if init is None else _pil(init, "init"),
         check=lambda h, w: check_memory(h, w, settings),
+        masks=[_pil(m, f"mask {i}") for i, m in enumerate(masks)],
     )
     weights = load_cached_weights(settings.weights)
     with ProgressBar(settings.iterations, disable=not progress) as bar:

@@ -45,6 +45,11 @@ class Config:
     style_blend_weights: tuple[float, ...] = _key(
         (), "one weight per style image, normalised to sum to 1 (none: equal weights); the "
         "style targets are the blended Gram matrices")
+    masks: tuple[str, ...] = _key(
+        (), "spatial control (Gatys et al. 2017, 'Controlling Perceptual Factors in Neural "
+        "Style Transfer'): one mask image per style image, in the same order, resized to the "
+        "content; white where that style applies, black where it does not (grey: partly); "
+        "none: every style everywhere")
     style_scale: float = _key(1.0, "size of the style images relative to the content's (1: "
                               "the same size, as in the paper); smaller gives finer strokes")
     preserve_color: str = _key(
@@ -87,6 +92,7 @@ class Config:
         out = dataclasses.asdict(self)
         out["style"] = list(self.style)
         out["style_blend_weights"] = list(self.style_blend_weights)
+        out["masks"] = list(self.masks)
         out["coarse_sizes"] = list(self.coarse_sizes)
         out["content_layers"] = dict(self.content_layers)
         out["style_layers"] = dict(self.style_layers)
@@ -185,7 +191,7 @@ def _validate(key: str, value: Any) -> Any:
     choices = FIELDS[key].metadata.get("choices")
     if key in ("content", "weights"):
         return _optional_path(key, value)
-    if key == "style":
+    if key in ("style", "masks"):
         if value is None:
             return ()
         items = [value] if isinstance(value, str) else value
@@ -240,8 +246,16 @@ def resolve(values: Mapping[str, Any]) -> Config:
         raise _fail("coarse_sizes", f"{config.coarse_sizes[0]} px is too small for the deepest "
                     f"requested layer; use at least {2 * config.deepest_downsampling}")
     blend = config.style_blend_weights
+    count = max(len(config.style), 1)  # no style path: jstyle's one default image
+    if config.masks:
+        if len(config.masks) != count:
+            raise _fail("masks", f"has {len(config.masks)} masks for {count} style image(s); "
+                        "give one mask per style image, in the same order")
+        if blend:
+            raise _fail("masks", "each style image styles its own masked region, so "
+                        "style_blend_weights (which blends styles everywhere) does not apply; "
+                        "drop one of the two")
     if blend:
-        count = max(len(config.style), 1)  # no style path: jstyle's one default image
         if len(blend) != count:
             raise _fail("style_blend_weights", f"has {len(blend)} weights for {count} style "
                         "image(s); give one per style image")

@@ -25,12 +25,13 @@ from jstyle.transfer import INITS
 
 class Inputs(NamedTuple):
     """Float32 RGB arrays in [0, 1] (styles at the content's size times style_scale; init at
-    the content's), and where each came from."""
+    the content's), spatial-control masks, and where each came from."""
 
     content: np.ndarray
     styles: list[np.ndarray]
     init: str | np.ndarray  # one of INITS, or an image
     sources: dict
+    masks: np.ndarray | None = None  # (R, H, W) in [0, 1] at the content's size, one per style
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -65,14 +66,27 @@ def style_size(height: int, width: int, config: Config) -> tuple[int, int]:
     return max(1, round(height * config.style_scale)), max(1, round(width * config.style_scale))
 
 
+def mask_array(image: Image.Image, height: int, width: int, name: str) -> np.ndarray:
+    """A spatial-control mask resized to ``height`` x ``width``: float32 ``(H, W)`` in [0, 1],
+    its grey level (white: the style applies). A mask black everywhere is an error."""
+    mask = np.asarray(resize_to(image, height, width).convert("L"), np.float32) / 255.0
+    if not mask.any():
+        raise JStyleError(f"mask {name} is black everywhere at {width}x{height} px, so its style "
+                          "would apply nowhere; paint white where that style belongs")
+    return mask
+
+
 def prepare_inputs(
     config: Config,
     content: Image.Image | None,
     styles: Sequence[Image.Image] | None,
     init: Image.Image | None = None,
     check: Callable[[int, int], object] | None = None,
+    masks: Sequence[Image.Image] | None = None,
 ) -> Inputs:
     """Convert and size images already opened (None: jstyle's defaults).
+
+    ``masks``: one per style image (spatial control), resized to the content's size.
 
     ``check(height, width)`` is called with the output's size before anything is
     resized to it (the memory check), so that a size too large fails at once.
@@ -102,7 +116,16 @@ def prepare_inputs(
         style_arrays = [default_images.swirl_painting(style_h, style_w)]
     init_value: str | np.ndarray = config.init if init is None else \
         to_array(resize_to(init, height, width))
-    return Inputs(content_array, style_arrays, init_value, {})
+    mask_arrays = None
+    if masks:
+        if len(masks) != len(style_arrays):
+            raise JStyleError(f"{len(masks)} masks for {len(style_arrays)} style image(s); give "
+                              "one mask per style image, in the same order")
+        names = list(config.masks) if len(config.masks) == len(masks) else \
+            [str(i) for i in range(len(masks))]
+        mask_arrays = np.stack([mask_array(m, height, width, n)
+                                for m, n in zip(masks, names, strict=True)])
+    return Inputs(content_array, style_arrays, init_value, {}, mask_arrays)
 
 
 def load_inputs(config: Config, check: Callable[[int, int], object] | None = None) -> Inputs:
@@ -111,10 +134,13 @@ def load_inputs(config: Config, check: Callable[[int, int], object] | None = Non
     content = read_image(config.content) if config.content else None
     styles = [read_image(p) for p in config.style]
     init = read_image(config.init) if config.init not in INITS else None
-    inputs = prepare_inputs(config, content, styles, init, check)
+    masks = [read_image(p) for p in config.masks]
+    inputs = prepare_inputs(config, content, styles, init, check, masks)
     sources = {
         "content": config.content or f"default:{default_images.DEFAULT_CONTENT_NAME}",
         "style": list(config.style) or [f"default:{default_images.DEFAULT_STYLE_NAME}"],
         "init": config.init,
     }
+    if config.masks:
+        sources["masks"] = list(config.masks)
     return inputs._replace(sources=sources)

@@ -96,6 +96,42 @@ def style_loss(
     return sum(w * style_layer_loss(features[name], grams[name]) for name, w in weights.items())
 
 
+def guided_gram_matrix(F: Array, T: Array) -> Array:
+    """Spatially guided Gram matrices (Gatys et al. 2017, "Controlling Perceptual Factors in
+    Neural Style Transfer", sec. 4.1): eq. 3 of the responses weighted by each region's
+    guidance channel, G^l_r = (F^l o T^l_r)^T (F^l o T^l_r).
+
+    Args:
+      F: feature maps ``(..., H, W, N)``.
+      T: guidance channels (masks) at the same resolution, ``(R, H, W)``, values in [0, 1].
+
+    Returns:
+      ``(..., R, N, N)``: one Gram matrix per region.
+    """
+    return gram_matrix(F[..., None, :, :, :] * T[..., None])
+
+
+def guided_style_layer_loss(F: Array, A: Array, T: Array) -> Array:
+    """Eq. 4 per region, summed over the regions (Gatys et al. 2017, sec. 4.1).
+
+    E_l = sum_r 1 / (4 N_l^2 M_r^2) sum_ij (G^l_r,ij - A^l_r,ij)^2, where G^l_r is the
+    :func:`guided_gram_matrix` and M_r = sum(T^l_r) the region's area at layer l, which
+    takes the place of M_l: with a single all-ones mask this is eq. 4 exactly. A region
+    with no area at this layer contributes nothing.
+
+    Args:
+      F: responses of the generated image at layer l, ``(..., H, W, N)``.
+      A: each region's target Gram matrix, ``(..., R, N, N)``, computed for the region's
+        area (a style image's Gram matrix times M_r / M_style).
+      T: the regions' masks at layer l, ``(R, H, W)``.
+    """
+    n = F.shape[-1]
+    area = jnp.sum(T, axis=(-2, -1))
+    G = guided_gram_matrix(F, T)
+    scale = jnp.where(area > 0, 1.0 / (4.0 * n**2 * jnp.maximum(area, 1e-12) ** 2), 0.0)
+    return jnp.sum(jnp.sum(jnp.square(G - A), axis=(-2, -1)) * scale, axis=-1)
+
+
 def total_variation_loss(image: Array) -> Array:
     """Squared total variation, sum of squared differences of neighbouring pixels.
 

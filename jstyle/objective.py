@@ -56,10 +56,15 @@ class Objective:
 
 
 class Targets(NamedTuple):
-    """What the generated image is compared with: P^l by content layer, A^l by style layer."""
+    """What the generated image is compared with: P^l by content layer, A^l by style layer.
+
+    With spatial control (``masks``), ``style[l]`` holds one target per region
+    ``(R, N, N)`` and ``masks[l]`` the regions' masks at layer l's resolution ``(R, h, w)``.
+    """
 
     content: dict[str, Array]
     style: dict[str, Array]
+    masks: dict[str, Array] | None = None
 
 
 def features(params: dict, image: Array, objective: Objective, layers: Sequence[str]) -> dict:
@@ -70,12 +75,23 @@ def features(params: dict, image: Array, objective: Objective, layers: Sequence[
     return out if image.ndim == 4 else {k: v[0] for k, v in out.items()}
 
 
+def layer_masks(masks: Array, factor: int) -> Array:
+    """Masks ``(R, H, W)`` at the resolution of a layer ``factor`` times smaller: the mean of
+    each ``factor`` x ``factor`` block, an odd last row or column dropped as the network's
+    pooling drops it (Gatys et al. 2017 propagate guidance channels the same way)."""
+    r, height, width = masks.shape
+    h, w = height // factor, width // factor
+    blocks = masks[:, : h * factor, : w * factor].reshape(r, h, factor, w, factor)
+    return blocks.mean(axis=(2, 4))
+
+
 def compute_targets(
     params: dict,
     content_image: Array,
     style_images: Sequence[Array],
     objective: Objective,
     style_blend: Sequence[float] | None = None,
+    masks: Array | None = None,
 ) -> Targets:
     """P^l of the content photo and A^l of the style image(s), computed once.
 
@@ -84,19 +100,39 @@ def compute_targets(
     than the content (``style_scale``) has its Gram matrices rescaled by the ratio
     of positions M, so that eq. 4 compares like with like; at the same size (the
     paper) the factor is 1.
+
+    Spatial control (Gatys et al. 2017, sec. 4.1): with ``masks`` ``(R, H, W)`` at the
+    content's size, one per style image, style image r is the target of region r alone:
+    its Gram matrix is rescaled to the region's area at each layer (M_r / M_style), and
+    the masks are kept at each style layer's resolution for
+    :func:`jstyle.losses.guided_style_layer_loss`. ``style_blend`` does not apply.
     """
     content_names = [n for n, _ in objective.content_layers]
     style_names = [n for n, _ in objective.style_layers]
     content = features(params, content_image, objective, content_names)
-    if style_blend is None:
-        style_blend = [1.0 / len(style_images)] * len(style_images)
-    style: dict[str, Array] = {}
     height, width = content_image.shape[-3:-1]
-    for image, b in zip(style_images, style_blend, strict=True):
+    grams = []
+    for image in style_images:
+        style = {}
         for name, F in features(params, image, objective, style_names).items():
             d = downsampling(name)
             positions = (height // d) * (width // d) / (F.shape[-3] * F.shape[-2])
-            style[name] = style.get(name, 0.0) + b * positions * losses.gram_matrix(F)
+            style[name] = positions * losses.gram_matrix(F)
+        grams.append(style)
+    if masks is not None:
+        if len(masks) != len(style_images):
+            raise ValueError(f"{len(masks)} masks for {len(style_images)} style images")
+        by_layer = {name: layer_masks(jnp.asarray(masks), downsampling(name))
+                    for name in style_names}
+        area = {name: jnp.sum(m, axis=(-2, -1)) / (m.shape[-2] * m.shape[-1])
+                for name, m in by_layer.items()}  # of the whole image, region by region
+        style = {name: jnp.stack([g[name] for g in grams]) * area[name][:, None, None]
+                 for name in style_names}
+        return Targets(content=content, style=style, masks=by_layer)
+    if style_blend is None:
+        style_blend = [1.0 / len(style_images)] * len(style_images)
+    style = {name: sum(b * g[name] for g, b in zip(grams, style_blend, strict=True))
+             for name in style_names}
     return Targets(content=content, style=style)
 
 
@@ -111,7 +147,11 @@ def loss_terms(image: Array, params: dict, targets: Targets, objective: Objectiv
     for name, _ in objective.content_layers:
         terms[f"content/{name}"] = losses.content_loss(F[name], targets.content[name])
     for name, _ in objective.style_layers:
-        terms[f"style/{name}"] = losses.style_layer_loss(F[name], targets.style[name])
+        if targets.masks is None:
+            terms[f"style/{name}"] = losses.style_layer_loss(F[name], targets.style[name])
+        else:
+            terms[f"style/{name}"] = losses.guided_style_layer_loss(
+                F[name], targets.style[name], targets.masks[name])
     content = sum(w * terms[f"content/{n}"] for n, w in objective.content_layers)
     style = sum(w * terms[f"style/{n}"] for n, w in objective.style_layers)
     tv = losses.total_variation_loss(image) if objective.tv_weight else jnp.zeros(())

@@ -26,18 +26,20 @@ PROG = "python -m jstyle.run"
 
 
 class _Override(argparse.Action):
-    """Collects --content/--style/--output/--set in command-line order (later wins)."""
+    """Collects --content/--style/--mask/--output/--set in command-line order (later wins)."""
 
     def __call__(self, parser, namespace, value, option_string=None):
         overrides = getattr(namespace, "overrides", None) or []
         if option_string == "--set":
             overrides.append((None, value))  # parsed in load_config, where errors are reported
-        elif option_string == "--style":  # repeated: one list, at the first --style's place
-            styles = getattr(namespace, "_styles", None)
-            if styles is None:
-                namespace._styles = styles = []
-                overrides.append(("style", styles))
-            styles.append(value)
+        elif option_string in ("--style", "--mask"):  # repeated: one list, at the first's place
+            attribute = f"_{self.dest}_list"
+            items = getattr(namespace, attribute, None)
+            if items is None:
+                items = []
+                setattr(namespace, attribute, items)
+                overrides.append((self.dest, items))
+            items.append(value)
         else:
             overrides.append((self.dest, value))
         namespace.overrides = overrides
@@ -70,6 +72,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--content", metavar="PATH", action=_Override, help="content photo")
     p.add_argument("--style", metavar="PATH", action=_Override,
                    help="style image; repeat for several (blended: see style_blend_weights)")
+    p.add_argument("--mask", metavar="PATH", action=_Override, dest="masks",
+                   help="spatial control: the region of one style image, white where it applies; "
+                   "repeat, one per --style, in the same order")
     p.add_argument("--output", metavar="PATH", action=_Override, help="output PNG")
     p.add_argument("--set", metavar="KEY=VALUE", action=_Override,
                    help="set any config key (value parsed as YAML); repeatable, later wins")
@@ -187,7 +192,7 @@ def _recorded_state(sidecar: Path) -> str | None:
 def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
     started = time.perf_counter()
     output = Path(config.output)
-    _check_output(output, [config.content, *config.style, config.init])
+    _check_output(output, [config.content, *config.style, *config.masks, config.init])
 
     from jstyle import outputs
 

@@ -47,8 +47,8 @@ def initial_image(
 
 
 @functools.partial(jax.jit, static_argnames=("objective",))
-def _targets(params, content, styles, blend, *, objective):
-    return compute_targets(params, content, styles, objective, blend)
+def _targets(params, content, styles, blend, masks, *, objective):
+    return compute_targets(params, content, styles, objective, blend, masks)
 
 
 @functools.partial(jax.jit, static_argnames=("objective",))
@@ -123,6 +123,7 @@ def stylize(
     init: str | np.ndarray = "noise",
     seed: int = 0,
     style_blend: Sequence[float] | None = None,
+    masks: np.ndarray | None = None,
     save_every: int = 0,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Result:
@@ -138,6 +139,9 @@ def stylize(
       iterations: optimiser steps.
       init: see :func:`initial_image`.
       style_blend: weights of the style images' Gram matrices (summing to 1; None: equal).
+      masks: spatial control (Gatys et al. 2017): ``(R, H, W)`` in [0, 1] at the content's
+        size, mask r giving the region styled by style image r (see
+        :func:`jstyle.objective.compute_targets`); None: every style everywhere.
       save_every: if > 0, ``on_progress`` is called on every multiple of it.
       on_progress: called after each chunk of iterations.
 
@@ -149,7 +153,8 @@ def stylize(
     content = jnp.asarray(content, jnp.float32)
     style_stack = [jnp.asarray(s, jnp.float32) for s in styles]
     blend = None if style_blend is None else jnp.asarray(style_blend, jnp.float32)
-    targets: Targets = _targets(params, content, style_stack, blend, objective=objective)
+    masks = None if masks is None else jnp.asarray(masks, jnp.float32)
+    targets: Targets = _targets(params, content, style_stack, blend, masks, objective=objective)
     image = initial_image(init, content, style_stack[0], seed)
     state = _init_state(image, params, targets, objective=objective, solver=solver)
     jax.block_until_ready((targets, state))
@@ -157,7 +162,7 @@ def stylize(
 
     chunk = chunk_size(iterations)
     key = (image.shape, str(image.dtype), objective, solver, chunk,
-           tuple((k, v.shape) for k, v in sorted(targets.content.items())))
+           jax.tree.structure(targets), tuple(v.shape for v in jax.tree.leaves(targets)))
     run = _COMPILED.get(key)
     if run is None:  # same-sized images (a batch) reuse one compiled program
         if len(_COMPILED) >= 8:
