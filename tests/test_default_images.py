@@ -117,3 +117,19 @@ def test_default_content_image_without_skimage(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(builtins, "__import__", no_skimage)
     with pytest.raises(JStyleError, match="pip install scikit-image"):
         default_content_image()
+
+
+def test_mosaic_painting_is_a_deterministic_warm_picture() -> None:
+    mosaic = default_images.mosaic_painting(192, 256)
+    assert mosaic.shape == (192, 256, 3) and mosaic.dtype == np.float32
+    assert mosaic.min() >= 0.0 and mosaic.max() <= 1.0
+    np.testing.assert_array_equal(mosaic, default_images.mosaic_painting(192, 256))
+    assert np.abs(default_images.mosaic_painting(192, 256, seed=1) - mosaic).mean() > 0.05
+    cx, cy = _neighbour_correlation(mosaic.astype(np.float64).mean(axis=-1))
+    assert cx > 0.8 and cy > 0.8  # panes, not noise
+    red, _, blue = mosaic.reshape(-1, 3).mean(axis=0)
+    assert red > blue + 0.15  # warm, where swirl_painting is blue
+    lead = mosaic.max(axis=-1) < 0.1
+    assert 0.05 < lead.mean() < 0.5  # dark lead lines between the panes
+    with pytest.raises(ValueError, match="at least 8x8"):
+        default_images.mosaic_painting(4, 64)
