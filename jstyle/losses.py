@@ -112,12 +112,15 @@ def guided_gram_matrix(F: Array, T: Array) -> Array:
 
 
 def guided_style_layer_loss(F: Array, A: Array, T: Array) -> Array:
-    """Eq. 4 per region, summed over the regions (Gatys et al. 2017, sec. 4.1).
+    """Eq. 4 per region, weighted by the region's share of the image (Gatys et al. 2017,
+    sec. 4.1).
 
-    E_l = sum_r 1 / (4 N_l^2 M_r^2) sum_ij (G^l_r,ij - A^l_r,ij)^2, where G^l_r is the
-    :func:`guided_gram_matrix` and M_r = sum(T^l_r) the region's area at layer l, which
-    takes the place of M_l: with a single all-ones mask this is eq. 4 exactly. A region
-    with no area at this layer contributes nothing.
+    E_l = sum_r (M_r / M_l) 1 / (4 N_l^2 M_r^2) sum_ij (G^l_r,ij - A^l_r,ij)^2, where
+    G^l_r is the :func:`guided_gram_matrix` and M_r = sum(T^l_r) the region's area at
+    layer l, which takes the place of M_l. The weights M_r / M_l keep the style term on
+    eq. 4's scale however the image is divided, so alpha/beta means what it means without
+    masks; with a single all-ones mask this is eq. 4 exactly. A region with no area at
+    this layer contributes nothing.
 
     Args:
       F: responses of the generated image at layer l, ``(..., H, W, N)``.
@@ -125,10 +128,10 @@ def guided_style_layer_loss(F: Array, A: Array, T: Array) -> Array:
         area (a style image's Gram matrix times M_r / M_style).
       T: the regions' masks at layer l, ``(R, H, W)``.
     """
-    n = F.shape[-1]
+    h, w, n = F.shape[-3:]
     area = jnp.sum(T, axis=(-2, -1))
     G = guided_gram_matrix(F, T)
-    scale = jnp.where(area > 0, 1.0 / (4.0 * n**2 * jnp.maximum(area, 1e-12) ** 2), 0.0)
+    scale = jnp.where(area > 0, 1.0 / (4.0 * n**2 * h * w * jnp.maximum(area, 1e-12)), 0.0)
     return jnp.sum(jnp.sum(jnp.square(G - A), axis=(-2, -1)) * scale, axis=-1)
 
 

@@ -42,7 +42,8 @@ def test_one_all_ones_mask_is_eq_4(rng):
 
 
 def test_guided_gradient_matches_the_analytic_derivative(rng):
-    """Eq. 6 for a region: dE/dF = T o (F o T)(G_r - A_r) / (N^2 M_r^2), summed over regions."""
+    """Eq. 6 for a region, weighted M_r / M: dE/dF = T o (F o T)(G_r - A_r) / (N^2 M M_r),
+    summed over the regions."""
     h, w, n = 5, 4, 3
     F = jnp.asarray(rng.random((h, w, n), np.float32))
     T = jnp.asarray(rng.random((2, h, w), np.float32))
@@ -54,7 +55,7 @@ def test_guided_gradient_matches_the_analytic_derivative(rng):
         X = np.asarray(F * T[r][..., None]).reshape(h * w, n)
         G = X.T @ X
         area = float(np.sum(T[r]))
-        dX = X @ (G - np.asarray(A[r])) / (n**2 * area**2)
+        dX = X @ (G - np.asarray(A[r])) / (n**2 * h * w * area)
         expected += np.asarray(T[r])[..., None] * dX.reshape(h, w, n)
     np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-7)
 
@@ -75,6 +76,17 @@ def test_empty_region_contributes_nothing(rng):
     value = losses.guided_style_layer_loss(F, A, T)
     assert np.isfinite(value)
     np.testing.assert_allclose(value, losses.guided_style_layer_loss(F, A[:1], T[:1]), rtol=1e-6)
+
+
+def test_dividing_the_image_keeps_eq_4s_scale(rng):
+    """Two halves that each match the unguided Gram statistics score like eq. 4 does: the
+    regions are weighted by their share of the image, not summed at full weight."""
+    F = jnp.asarray(rng.random((8, 8, 3), np.float32))
+    A = jnp.zeros((3, 3))
+    T = jnp.asarray(_halves(8, 8))
+    halves = losses.guided_style_layer_loss(F, jnp.zeros((2, 3, 3)), T)
+    per_half = [losses.style_layer_loss(F[:, :4], A), losses.style_layer_loss(F[:, 4:], A)]
+    np.testing.assert_allclose(halves, 0.5 * sum(per_half), rtol=1e-5)
     assert np.all(np.isfinite(jax.grad(losses.guided_style_layer_loss)(F, A, T)))
 
 
