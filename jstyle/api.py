@@ -198,7 +198,8 @@ def stylize(
         path. None: jstyle's default photo.
       style: one image like ``content``, or a list of them (blended; see the
         ``style_blend_weights`` key). None: jstyle's generated painting.
-      init: an image to start from (else the ``init`` key: noise, content or style).
+      init: an image to start from, or one of ``"noise"``, ``"content"``, ``"style"`` (the
+        ``init`` key; default noise).
       masks: spatial control, one mask per style image (like ``content``; white where that
         style applies; see the ``masks`` key).
       progress: show a progress bar.
@@ -216,15 +217,17 @@ def stylize(
     styles = [] if style is None else list(style) if isinstance(style, (list, tuple)) \
         else [style]
     values = dict(config)
-    if init is not None:
+    from jstyle.transfer import INITS
+
+    if isinstance(init, str) and init in INITS:  # init="content": the key, not a file
+        values["init"], init = init, None
+    elif init is not None:
         values["init"] = "<image given to stylize()>"  # not one of INITS: an image
     # Stand-in names, so that resolve checks style_blend_weights against the images' count.
     masks = [] if masks is None else list(masks)
     settings = resolve({**values,
                         "style": [f"<style {i} given to stylize()>" for i in range(len(styles))],
                         "masks": [f"<mask {i} given to stylize()>" for i in range(len(masks))]})
-    from jstyle.transfer import INITS
-
     if init is None and settings.init not in INITS:  # the init key named a file
         init = settings.init
 

@@ -54,3 +54,13 @@ def test_preserve_color(weights_env, rng):
     np.testing.assert_allclose(iq_out[inside], iq_content[inside], atol=1e-3)
     matched = jstyle.stylize(content, style, size=48, iterations=3, preserve_color="histogram")
     assert matched.shape == (32, 48, 3) and np.isfinite(matched).all()
+
+
+def test_init_by_name_is_the_init_key_not_a_file(weights_env, rng):
+    content = rng.random((32, 32, 3), dtype=np.float32)
+    style = rng.random((32, 32, 3), dtype=np.float32)
+    start = jstyle.stylize(content, style, init="content", size=32, iterations=1,
+                           optimizer="adam", learning_rate=1e-6)
+    np.testing.assert_allclose(start, np.floor(content * 255 + 0.5) / 255, atol=1e-3)
+    noise = jstyle.stylize(content, style, init="noise", size=32, iterations=1)
+    assert np.abs(noise - start).mean() > 0.1
