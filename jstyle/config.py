@@ -138,7 +138,18 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _as_number(value: Any) -> Any:
+    """``"1e5"`` -> ``100000.0``: YAML 1.1 reads exponents without a dot or sign as strings."""
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return value
+    return value
+
+
 def _number(key: str, value: Any, kind: type, minimum: float, strict: bool = False) -> Any:
+    value = _as_number(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _fail(key, f"expected a number, got {_shown(value)}")
     if isinstance(value, float) and not math.isfinite(value):

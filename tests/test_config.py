@@ -27,9 +27,35 @@ def test_paper_yaml_is_the_paper_as_written():
     assert c.size == 512
 
 
+def test_gatys_code_yaml_is_the_authors_released_settings():
+    """Their losses (means over Gram matrices divided by M) folded into eqs. 1 and 4: style
+    weights 1e3/N_l^2 times 4, alpha = 2 / (N M) at relu4_2 for a 4:3 image at 512 px."""
+    from jstyle.layers import channels
+
+    c = resolve(read_yaml(CONFIGS / "gatys-code.yaml"))
+    assert (c.pooling, c.init, c.optimizer, c.iterations, c.size) == (
+        "max", "content", "lbfgs", 500, 512)
+    assert c.weights == "vgg19-normalized"
+    assert c.content_layers == (("relu4_2", 1.0),)
+    assert c.style_weight == 1.0
+    for name, weight in c.style_layers:
+        assert weight == pytest.approx(4 * 1e3 / channels(name) ** 2), name
+    assert [n for n, _ in c.style_layers] == [f"relu{b}_1" for b in range(1, 6)]
+    assert c.content_weight == pytest.approx(2 / (channels("relu4_2") * (512 // 8) * (384 // 8)))
+
+
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_resolves(path):
     resolve(read_yaml(path))
+
+
+def test_exponents_without_a_dot_are_numbers():
+    """YAML 1.1 reads 1e5 as a string; a config means the number."""
+    assert resolve({"style_weight": "1e5"}).style_weight == 1e5
+    assert resolve(dict([parse_override("content_weight=2E-3")])).content_weight == 2e-3
+    assert resolve({"iterations": "1e3"}).iterations == 1000
+    with pytest.raises(JStyleError, match="must be a finite number"):
+        resolve({"style_weight": "inf"})
 
 
 def test_layers_as_list_or_mapping():

@@ -37,8 +37,16 @@ scalars = (st.none() | st.booleans() | st.integers() | st.floats() | st.text(max
 yaml_values = st.recursive(
     scalars, lambda inner: st.lists(inner, max_size=3)
     | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
+def _float_text(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(value, str)
+
+
 non_numbers = yaml_values.filter(
-    lambda v: isinstance(v, bool) or not isinstance(v, (int, float)))
+    lambda v: (isinstance(v, bool) or not isinstance(v, (int, float))) and not _float_text(v))
 finite = st.floats(allow_nan=False, allow_infinity=False)
 #: Valid weights: finite, non-negative, at most config.MAX_WEIGHT.
 weight = st.floats(min_value=0.0, max_value=MAX_WEIGHT, allow_nan=False)
