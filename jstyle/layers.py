@@ -67,6 +67,12 @@ def channels(name: str) -> int:
     return BLOCKS[int(name[4]) - 1][0]
 
 
+def relu_of(conv: str) -> str:
+    """The rectified response of a convolution: ``conv3_2`` -> ``relu3_2``."""
+    layer_index(conv)
+    return "relu" + conv.removeprefix("conv")
+
+
 def downsampling(name: str) -> int:
     """How many times smaller than the input the response ``name`` is (1, 2, ..., 32)."""
     layer_index(name)

