@@ -153,10 +153,11 @@ def _weights(path: str, modified: float):
 
 
 def load_cached_weights(path: str | None, log=print):
-    """The weights a config names (provisioned on first use), loaded once per file version."""
-    from jstyle.weights import ensure_weights
+    """The weights a config names -- a file, or a variant name such as ``vgg19-normalized``
+    (provisioned on first use) -- loaded once per file version."""
+    from jstyle.weights import resolve_weights
 
-    resolved = ensure_weights(path, log=log)
+    resolved = resolve_weights(path, log=log)
     return _weights(str(resolved), resolved.stat().st_mtime)
 
 

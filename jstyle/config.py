@@ -84,8 +84,11 @@ class Config:
     pooling: str = _key("avg", "avg (the paper) or max (as VGG-19 was trained)", choices=POOLING)
     tv_weight: float = _key(0.0, "total-variation smoothing weight (0: off, as in the paper)")
     save_every: int = _key(0, "also save the image every N iterations (0: only at the end)")
-    weights: str | None = _key(None, "VGG-19 weights file (jstyle HDF5); none: $JSTYLE_WEIGHTS "
-                               "or the user cache, provisioned on first use")
+    weights: str | None = _key(
+        None, "VGG-19 weights: vgg19 (the network as trained), vgg19-normalized (the paper's "
+        "normalised network: every filter's mean response 1; made from vgg19 on first use), or "
+        "a jstyle HDF5 file; none: vgg19, from $JSTYLE_WEIGHTS or the user cache, provisioned "
+        "on first use")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML/JSON-ready values (layers as mappings, paths as strings)."""
@@ -172,6 +175,19 @@ def _optional_path(key: str, value: Any) -> str | None:
     raise _fail(key, f"expected a file path, got {value!r}")
 
 
+def _weights(value: Any) -> str | None:
+    """A variant name (checked here, before anything loads) or a weights file's path."""
+    from jstyle.weights.store import check_weights_value
+
+    text = _optional_path("weights", value)
+    if text is not None:
+        try:
+            check_weights_value(text)
+        except JStyleError as e:
+            raise _fail("weights", str(e)) from None
+    return text
+
+
 def _layers(key: str, value: Any, list_weight: str) -> LayerWeights:
     if isinstance(value, str):
         value = [value]
@@ -200,7 +216,9 @@ def _layers(key: str, value: Any, list_weight: str) -> LayerWeights:
 def _validate(key: str, value: Any) -> Any:
     """One key's value, checked and normalised."""
     choices = FIELDS[key].metadata.get("choices")
-    if key in ("content", "weights"):
+    if key == "weights":
+        return _weights(value)
+    if key == "content":
         return _optional_path(key, value)
     if key in ("style", "masks"):
         if value is None:

@@ -269,7 +269,10 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
         },
         "python": platform.python_version(),
         "weights": {"path": str(weights.path), "sha256": weights.sha256,
-                    "params_sha256": weights.params_sha256, "source": weights.source},
+                    "params_sha256": weights.params_sha256, "source": weights.source,
+                    "variant": weights.variant,
+                    **({"calibration": weights.normalization.calibration}
+                       if weights.normalization else {})},
     }
     if result.stopped:
         record["incomplete"] = {"reason": result.stopped, "iteration": len(history)}

@@ -19,12 +19,20 @@ def test_defaults_are_the_paper():
 
 
 def test_paper_yaml_is_the_paper_as_written():
+    """The paper's layers, pooling, init and optimiser, on its normalised network; alpha/beta
+    is re-struck for eqs. 1 and 4 as printed (README), and quick.yaml keeps that balance at
+    256 px by scaling beta with the pixel count."""
     c = resolve(read_yaml(CONFIGS / "paper.yaml"))
     d = Config()
-    for key in ("content_layers", "style_layers", "content_weight", "style_weight", "pooling",
-                "init", "optimizer", "tv_weight"):
+    for key in ("content_layers", "style_layers", "pooling", "init", "optimizer", "tv_weight"):
         assert getattr(c, key) == getattr(d, key), key
-    assert c.size == 512
+    assert (c.size, c.iterations, c.weights) == (512, 500, "vgg19-normalized")
+    assert c.content_weight / c.style_weight == pytest.approx(2e-7)
+    q = resolve(read_yaml(CONFIGS / "quick.yaml"))
+    assert (q.size, q.weights) == (256, "vgg19-normalized")
+    assert q.style_weight == pytest.approx(c.style_weight * (q.size / c.size) ** 2)
+    for key in ("content_layers", "style_layers", "pooling", "init", "content_weight"):
+        assert getattr(q, key) == getattr(c, key), key
 
 
 def test_gatys_code_yaml_is_the_authors_released_settings():
