@@ -39,6 +39,9 @@ class Objective:
       tv_weight: weight of the optional total-variation term (0 = off, the paper).
       pooling: ``"avg"`` (the paper) or ``"max"``.
       preprocessing: the input convention of the weights in use.
+      remat: rematerialise the network's blocks in the backward pass (``jax.checkpoint``):
+        the same loss and gradient, about a fifth more time; measured on CPU it does not
+        lower the peak memory of the paper's objective (see :mod:`jstyle.memory`).
     """
 
     content_layers: tuple[tuple[str, float], ...]
@@ -48,6 +51,7 @@ class Objective:
     tv_weight: float
     pooling: str
     preprocessing: Preprocessing
+    remat: bool = False
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -71,7 +75,7 @@ def features(params: dict, image: Array, objective: Objective, layers: Sequence[
     """Responses of ``layers`` to RGB ``image`` ``(..., H, W, 3)`` in [0, 1]."""
     batched = image if image.ndim == 4 else image[None]
     x = to_network(batched, objective.preprocessing)
-    out = extract_features(params, x, layers, objective.pooling)
+    out = extract_features(params, x, layers, objective.pooling, objective.remat)
     return out if image.ndim == 4 else {k: v[0] for k, v in out.items()}
 
 

@@ -5,10 +5,19 @@ needed). The module computes nothing past the deepest response asked for. Its
 parameters are an explicit pytree ``{"conv1_1": {"kernel", "bias"}, ...}``
 (kernels HWIO), so every loss built on it is a pure function of
 ``(params, image)``.
+
+With ``remat=True`` each block (its convolutions, ReLUs and pooling) is wrapped in
+``jax.checkpoint`` (Flax's lifted ``nn.remat``): the backward pass keeps only each
+block's input and the responses asked for, and recomputes the rest of the block
+when it needs it, for one more forward pass. The responses, their gradients and the
+parameter tree are the same either way. What it saves here is small (the gradient of
+:func:`conv3x3` keeps no inputs, a ReLU keeps a one-byte mask): measured, the peak
+memory of the paper's objective does not drop (:mod:`jstyle.memory`).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -40,19 +49,22 @@ def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def _conv3x3_fwd(x, kernel):
-    return _conv(x, kernel), (x, kernel)
+    # symbolic_zeros: the arguments come as CustomVJPPrimal (value, perturbed). The input is
+    # kept only when the kernel's gradient is wanted; the image's gradient needs the kernel.
+    return _conv(x.value, kernel.value), (x.value if kernel.perturbed else None, kernel.value)
 
 
 def _conv3x3_bwd(residuals, g):
     x, kernel = residuals
     flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)  # HWIO -> HWOI, read as HWIO
     dx = _conv(g, flipped)
-    # The kernel's gradient (dead code under jit when, as here, only the image is varied).
-    dkernel = jax.vjp(lambda k: _conv(x, k), kernel)[1](g)[0]
+    # The kernel's gradient, only when the kernel is differentiated: never computed for an
+    # image's gradient, even under vmap, which would otherwise batch it per image.
+    dkernel = None if x is None else jax.vjp(lambda k: _conv(x, k), kernel)[1](g)[0]
     return dx, dkernel
 
 
-conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd, symbolic_zeros=True)
 
 
 def _flax_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
@@ -62,6 +74,31 @@ def _flax_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilatio
     return conv3x3(lhs, rhs)
 
 
+def _block(module: nn.Module, x: jax.Array, names: tuple[str, ...], pooling: str,
+           outputs: tuple[str, ...]) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The layers ``names`` (one block's, in order) applied to ``x``; the last response and
+    the ones among ``outputs``. Convolutions are created in ``module``'s scope, so the
+    parameter tree stays flat (``{"conv1_1": ...}``) with or without rematerialisation."""
+    features = {}
+    for name in names:
+        if name.startswith("conv"):
+            x = nn.Conv(CONV_CHANNELS[name][1], (3, 3), padding="SAME", name=name,
+                        conv_general_dilated=_flax_conv, parent=module)(x)
+        elif name.startswith("relu"):
+            x = nn.relu(x)
+        elif pooling == "avg":
+            x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+        else:
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        if name in outputs:
+            features[name] = x
+    return x, features
+
+
+#: :func:`_block` rematerialised: recomputed in the backward pass instead of stored.
+_remat_block = nn.remat(_block, static_argnums=(2, 3, 4))
+
+
 class VGG19(nn.Module):
     """VGG-19's feature layers.
 
@@ -69,10 +106,13 @@ class VGG19(nn.Module):
       outputs: names of the responses to return (see :mod:`jstyle.layers`).
       pooling: ``"max"`` as trained, or ``"avg"``, the paper's choice ("slightly
         more appealing results", sec. 2).
+      remat: wrap each block in ``jax.checkpoint`` (rematerialisation): same outputs and
+        gradients, each block recomputed in the backward pass.
     """
 
     outputs: tuple[str, ...]
     pooling: str = "avg"
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
@@ -82,24 +122,21 @@ class VGG19(nn.Module):
         if not self.outputs:
             return {}
         stop = max(layer_index(name) for name in self.outputs)
+        block = _remat_block if self.remat else _block
         features = {}
-        for name in LAYERS[: stop + 1]:
-            if name.startswith("conv"):
-                x = nn.Conv(CONV_CHANNELS[name][1], (3, 3), padding="SAME", name=name,
-                            conv_general_dilated=_flax_conv)(x)
-            elif name.startswith("relu"):
-                x = nn.relu(x)
-            elif self.pooling == "avg":
-                x = nn.avg_pool(x, (2, 2), strides=(2, 2))
-            else:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
-            if name in self.outputs:
-                features[name] = x
+        # Layer names are "<kind><block>_<index>" or "pool<block>": character 4 is the block.
+        for _, names in itertools.groupby(LAYERS[: stop + 1], key=lambda name: name[4]):
+            names = tuple(names)
+            x, out = block(self, x, names, self.pooling, tuple(self.outputs))
+            features.update((n, out[n]) for n in names if n in out)  # in network order
         return features
 
 
 def extract_features(
-    params: dict, x: jax.Array, layers: Sequence[str], pooling: str = "avg"
+    params: dict, x: jax.Array, layers: Sequence[str], pooling: str = "avg", remat: bool = False
 ) -> dict[str, jax.Array]:
-    """Responses of ``layers`` to preprocessed images ``x`` ``(B, H, W, 3)``; a pure function."""
-    return VGG19(outputs=tuple(layers), pooling=pooling).apply({"params": params}, x)
+    """Responses of ``layers`` to preprocessed images ``x`` ``(B, H, W, 3)``; a pure function.
+
+    ``remat``: rematerialise each block in the backward pass (see :class:`VGG19`).
+    """
+    return VGG19(outputs=tuple(layers), pooling=pooling, remat=remat).apply({"params": params}, x)

@@ -208,6 +208,30 @@ def lbfgs_torch(spec: dict) -> dict:
             "iterations": len(out["history"])}
 
 
+def memory_jax(spec: dict) -> dict:
+    """A few L-BFGS iterations (the CLI's code path), with or without rematerialisation: the
+    memory estimate, XLA's temporary buffers of the compiled optimisation chunk, and time per
+    iteration (the peak RSS is added by :func:`main`)."""
+    import dataclasses
+
+    from jstyle import transfer
+    from jstyle.config import Config
+    from jstyle.memory import estimate_bytes
+    from jstyle.optimize import make_solver
+
+    weights, objective, content, style, noise = _problem(spec["height"], spec["width"])
+    objective = dataclasses.replace(objective, remat=spec["remat"])
+    result = transfer.stylize(weights.params, content, [style], objective,
+                              make_solver("lbfgs"), iterations=spec["iterations"], init=noise)
+    (compiled,) = transfer._COMPILED.values()  # the one program this process compiled
+    t = result.timings
+    return {"estimate_bytes": estimate_bytes(spec["height"], spec["width"], Config()),
+            "xla_temp_bytes": compiled.memory_analysis().temp_size_in_bytes,
+            "seconds_per_iteration": t["optimize_s"] / len(result.history),
+            "evaluations": result.evaluations, "compile_s": t["compile_s"],
+            "final_loss": result.terms["total"]}
+
+
 KINDS = {
     "eval_jax": eval_jax,
     "eval_torch": eval_torch,
@@ -216,6 +240,7 @@ KINDS = {
     "startup_jax": startup_jax,
     "lbfgs_jax": lbfgs_jax,
     "lbfgs_torch": lbfgs_torch,
+    "memory_jax": memory_jax,
 }
 
 
