@@ -39,6 +39,7 @@ def objective_and_solver(config: Config, preprocessing):
         tv_weight=config.tv_weight,
         pooling=config.pooling,
         preprocessing=preprocessing,
+        remat=config.remat,
     )
     solver = make_solver(
         config.optimizer,
@@ -111,9 +112,11 @@ def run_transfer(weights, inputs, config: Config, *, done: int = 0, resumed=None
     colour preservation and coarse-to-fine stages around :func:`jstyle.transfer.stylize`.
     Shared by the command line and :func:`stylize`. ``done``/``resumed``: iterations
     already made at full size and the image they reached (``--resume``; the coarse stages
-    are then skipped). Returns the result -- its image with the content's colours restored
-    when the config asks for it; :class:`jstyle.transfer.Interrupted` carries the same --
-    and the coarse stages' records."""
+    are then skipped). With ``sharding: spatial`` the full-size stage runs with the image's
+    rows split over every device (:func:`jstyle.sharding.stylize_spatial`). Returns the
+    result -- its image with the content's colours restored when the config asks for it;
+    :class:`jstyle.transfer.Interrupted` carries the same -- and the coarse stages'
+    records."""
     from jstyle import color
     from jstyle.cache import enable_compilation_cache
     from jstyle.transfer import Interrupted
@@ -135,11 +138,14 @@ def run_transfer(weights, inputs, config: Config, *, done: int = 0, resumed=None
     elif config.coarse_sizes:
         init, stages = coarse_stages(weights, content, styles, inputs.init, config, log,
                                      inputs.masks)
+    run = functools.partial(transfer, masks=inputs.masks)
+    if config.sharding == "spatial":  # masks are refused with sharding by the config
+        from jstyle.sharding import stylize_spatial as run
     try:
-        result = transfer(weights.params, content, styles, objective, solver,
-                          iterations=config.iterations - done, init=init, seed=config.seed,
-                          style_blend=config.style_blend, masks=inputs.masks,
-                          save_every=config.save_every, on_progress=on_progress)
+        result = run(weights.params, content, styles, objective, solver,
+                     iterations=config.iterations - done, init=init, seed=config.seed,
+                     style_blend=config.style_blend, save_every=config.save_every,
+                     on_progress=on_progress)
     except Interrupted as stop:
         raise Interrupted(finish(stop.result)) from None
     return finish(result), stages

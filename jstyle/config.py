@@ -22,6 +22,7 @@ from jstyle.color import PRESERVE_COLOR
 from jstyle.errors import JStyleError
 from jstyle.layers import LAYERS, PAPER_CONTENT_LAYERS, PAPER_STYLE_LAYERS, downsampling
 from jstyle.optimize import LBFGS_BACKENDS, OPTIMIZERS
+from jstyle.sharding import MODES as SHARDING_MODES
 from jstyle.vgg import POOLING
 
 LayerWeights = tuple[tuple[str, float], ...]
@@ -84,6 +85,13 @@ class Config:
     pooling: str = _key("avg", "avg (the paper) or max (as VGG-19 was trained)", choices=POOLING)
     tv_weight: float = _key(0.0, "total-variation smoothing weight (0: off, as in the paper)")
     save_every: int = _key(0, "also save the image every N iterations (0: only at the end)")
+    remat: bool = _key(False, "rematerialise VGG-19's blocks in the backward pass "
+                       "(jax.checkpoint); the same result, about a fifth more time; measured "
+                       "to lower no peak on CPU (see Scaling in the README)")
+    sharding: str = _key(
+        "none", "several devices, with JAX's SPMD: none (one device), batch (a batch's photos "
+        "split over the devices) or spatial (one image's rows split over the devices)",
+        choices=SHARDING_MODES)
     weights: str | None = _key(
         None, "VGG-19 weights: vgg19 (the network as trained), vgg19-normalized (the paper's "
         "normalised network: every filter's mean response 1; made from vgg19 on first use), or "
@@ -243,6 +251,10 @@ def _validate(key: str, value: Any) -> Any:
         if value not in choices:
             raise _fail(key, f"must be one of {', '.join(choices)}, got {value!r}")
         return value
+    if key == "remat":
+        if not isinstance(value, bool):
+            raise _fail(key, f"expected true or false, got {_shown(value)}")
+        return value
     if key in ("size", "iterations", "lbfgs_memory"):
         return _number(key, value, int, 1)
     if key in ("seed", "save_every"):
@@ -284,6 +296,15 @@ def resolve(values: Mapping[str, Any]) -> Config:
             raise _fail("masks", "each style image styles its own masked region, so "
                         "style_blend_weights (which blends styles everywhere) does not apply; "
                         "drop one of the two")
+    if config.sharding != "none" and config.masks:
+        raise _fail("sharding", "spatial control (masks) runs on one device; set sharding: none")
+    if config.sharding == "batch" and config.preserve_color != "none":
+        raise _fail("sharding", "batch sharding shares one style target across the batch, "
+                    "while preserve_color makes one per photo; set preserve_color: none, or "
+                    "sharding: none")
+    if config.sharding == "batch" and config.coarse_sizes:
+        raise _fail("sharding", "batch sharding runs at one size; drop coarse_sizes, or set "
+                    "sharding: none to run the batch's images one after another")
     if blend:
         if len(blend) != count:
             raise _fail("style_blend_weights", f"has {len(blend)} weights for {count} style "

@@ -6,6 +6,7 @@ import sys
 
 from tqdm import tqdm
 
+from jstyle.sharding import BatchProgress
 from jstyle.transfer import Progress
 
 
@@ -24,6 +25,14 @@ class ProgressBar:
             refresh=False,
         )
         self._bar.update(offset + progress.iteration - self._bar.n)
+
+    def update_batch(self, progress: BatchProgress) -> None:
+        """Advance to a data-parallel batch's iteration and show its images' losses."""
+        losses = [v for v in progress.losses if v == v]  # NaN: an image not started
+        if losses:
+            self._bar.set_postfix_str(f"loss {min(losses):.3e} .. {max(losses):.3e}",
+                                      refresh=False)
+        self._bar.update(progress.iteration - self._bar.n)
 
     def write(self, message: str) -> None:
         """Print a line above the bar (to stderr), unless the bar is disabled."""

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from jstyle import __version__
 from jstyle.config import FIELDS, Config, parse_override, read_yaml, resolve
 from jstyle.errors import JStyleError
@@ -153,6 +155,9 @@ def _terminate(signum, frame) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args)
+    from jstyle.sharding import initialize_distributed
+
+    initialize_distributed()  # several hosts: before anything else touches JAX
     from jstyle.inputs import content_paths
 
     paths = content_paths(config.content)
@@ -163,6 +168,8 @@ def _run(args: argparse.Namespace) -> int:
 
     folder = Path(config.output).with_suffix("")
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    if config.sharding == "batch":
+        return _run_sharded_batch(config, paths, folder, args, log)
     codes = []
     for i, path in enumerate(paths, start=1):
         item = dataclasses.replace(config, content=path,
@@ -225,6 +232,13 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
 
     import jax
 
+    if config.sharding == "spatial":  # before compiling: the rows must split evenly
+        from jstyle.api import objective_and_solver
+        from jstyle.sharding import check_spatial
+
+        check_spatial(height, objective_and_solver(config, weights.preprocessing)[0],
+                      jax.device_count())
+    quiet = args.quiet or jax.process_index() != 0  # one host reports and writes
     from jstyle.images import save_png
     from jstyle.progress import ProgressBar
     from jstyle.transfer import Interrupted
@@ -238,11 +252,11 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
         terms_history.append({"iteration": iteration, **{
             k: progress.terms[k] for k in ("total", "content", "style", "tv")}})
         if config.save_every and iteration % config.save_every == 0 \
-                and iteration < config.iterations:
+                and iteration < config.iterations and jax.process_index() == 0:
             save_png(outputs.frame_path(output, iteration), progress.image)
 
     interrupted = False
-    with ProgressBar(config.iterations, initial=done, disable=args.quiet) as bar:
+    with ProgressBar(config.iterations, initial=done, disable=quiet) as bar:
         try:
             result, stages = run_transfer(weights, inputs, config, done=done, resumed=resumed,
                                           on_progress=on_progress, log=bar.write)
@@ -250,6 +264,18 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
             result, stages, interrupted = stop.result, [], True
 
     history = history + result.history
+    record = _record(config, inputs, weights, result, stages, history, terms_history,
+                     evaluations + result.evaluations, estimate, started)
+    return _finish(output, result, record, interrupted, log)
+
+
+def _record(config: Config, inputs, weights, result, stages: list, history: list[float],
+            terms_history: list[dict], evaluations: int, estimate: int,
+            started: float) -> dict[str, Any]:
+    """The JSON sidecar of one output: its config, inputs, losses, timings and environment."""
+    import jax
+
+    height, width = inputs.content.shape[:2]
     record = {
         "jstyle_version": __version__,
         "config": config.to_dict(),
@@ -259,13 +285,14 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
         "history": history,
         "terms_history": terms_history,
         "coarse_stages": stages,
-        "evaluations": evaluations + result.evaluations,
+        "evaluations": evaluations,
         "timings": {**result.timings, "total_s": time.perf_counter() - started},
         "memory": {"estimate_bytes": estimate, "peak_rss_bytes": _peak_rss_bytes()},
         "jax": {
             "version": jax.__version__,
             "backend": jax.default_backend(),
             "devices": [str(d) for d in jax.devices()],
+            "processes": jax.process_count(),
         },
         "python": platform.python_version(),
         "weights": {"path": str(weights.path), "sha256": weights.sha256,
@@ -276,11 +303,22 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
     }
     if result.stopped:
         record["incomplete"] = {"reason": result.stopped, "iteration": len(history)}
-    outputs.write_outputs(output, result.image, record)
-    outputs.write_report(output, record, result.image)
+    return record
+
+
+def _finish(output: Path, result, record: dict[str, Any], interrupted: bool, log) -> int:
+    """Write one output (process 0 of a multi-host run only) and say how it ended."""
+    import jax
+
+    from jstyle import outputs
+
+    if jax.process_index() == 0:
+        outputs.write_outputs(output, result.image, record)
+        outputs.write_report(output, record, result.image)
     side = outputs.sidecar_path(output)
+    iteration = len(record["history"])
     if interrupted:
-        print(f"jstyle: interrupted after iteration {len(history)}; saved {output} and {side}; "
+        print(f"jstyle: interrupted after iteration {iteration}; saved {output} and {side}; "
               "continue with the same command and --resume", file=sys.stderr)
         return 130
     if result.stopped:
@@ -289,6 +327,65 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
     log(f"jstyle: wrote {output} and {side} (loss {result.terms['total']:.4g}, "
         f"{result.timings['optimize_s']:.1f} s)")
     return 0
+
+
+def _run_sharded_batch(config: Config, paths: list[str], folder: Path,
+                       args: argparse.Namespace, log) -> int:
+    """A batch with ``sharding: batch``: each group of same-sized photos optimised at once,
+    the group split over every device (:func:`jstyle.sharding.stylize_batch`)."""
+    if args.resume:
+        raise JStyleError("--resume continues one image at a time; drop --resume, or set "
+                          "sharding: none to resume the batch image by image")
+    from jstyle.inputs import load_inputs
+    from jstyle.memory import check_memory
+
+    started = time.perf_counter()
+    items = []
+    for path in paths:  # every input checked before anything compiles
+        item = dataclasses.replace(config, content=path,
+                                   output=str(folder / f"{Path(path).stem}.png"))
+        _check_output(Path(item.output), [path, *item.style, item.init])
+        estimates: list[int] = []
+        inputs = load_inputs(item, check=lambda h, w, e=estimates, c=item:
+                             e.append(check_memory(h, w, c)))
+        items.append((item, inputs, estimates[0]))
+    from jstyle.api import load_cached_weights, objective_and_solver
+
+    weights = load_cached_weights(config.weights, log=log)
+    objective, solver = objective_and_solver(config, weights.preprocessing)
+    from jstyle.cache import enable_compilation_cache
+    from jstyle.progress import ProgressBar
+    from jstyle.sharding import BatchInterrupted, make_mesh, stylize_batch
+
+    enable_compilation_cache()
+    mesh = make_mesh("batch")
+    groups: dict[tuple[int, ...], list] = {}
+    for entry in items:
+        groups.setdefault(entry[1].content.shape, []).append(entry)
+    codes = []
+    for shape, group in groups.items():
+        log(f"jstyle: {len(group)} image(s) of {shape[1]}x{shape[0]} px over {mesh.size} "
+            f"device(s), {config.iterations} iterations of {config.optimizer}")
+        inits = [inputs.init for _, inputs, _ in group]
+        init = inits[0] if isinstance(inits[0], str) else np.stack(inits)
+        interrupted = False
+        with ProgressBar(config.iterations, disable=args.quiet) as bar:
+            try:
+                results = stylize_batch(
+                    weights.params, [inputs.content for _, inputs, _ in group],
+                    group[0][1].styles, objective, solver, iterations=config.iterations,
+                    init=init, seed=config.seed, style_blend=config.style_blend, mesh=mesh,
+                    on_progress=bar.update_batch)
+            except BatchInterrupted as stop:
+                results, interrupted = stop.results, True
+        for (item, inputs, estimate), result in zip(group, results, strict=True):
+            record = _record(item, inputs, weights, result, [], result.history, [],
+                             result.evaluations, estimate, started)
+            record["sharding"] = {"mode": "batch", "devices": mesh.size, "batch": len(group)}
+            codes.append(_finish(Path(item.output), result, record, interrupted, log))
+        if interrupted:
+            return 130
+    return max(codes, default=0)
 
 
 def _peak_rss_bytes() -> int | None:

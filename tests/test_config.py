@@ -185,3 +185,17 @@ def test_coarse_sizes():
         resolve({"size": 512, "coarse_sizes": [256, 128]})
     with pytest.raises(JStyleError, match="too small for the deepest requested layer"):
         resolve({"size": 512, "coarse_sizes": [16]})
+
+
+def test_sharding_and_remat_keys():
+    c = resolve({"sharding": "spatial", "remat": True})
+    assert (c.sharding, c.remat) == ("spatial", True)
+    for values, fragment in [
+        ({"sharding": "rows"}, "must be one of none, batch, spatial"),
+        ({"remat": "yes"}, "expected true or false"),
+        ({"sharding": "batch", "masks": ["m.png"]}, "masks"),
+        ({"sharding": "batch", "coarse_sizes": [128]}, "drop coarse_sizes"),
+        ({"sharding": "batch", "preserve_color": "luminance"}, "preserve_color"),
+    ]:
+        with pytest.raises(JStyleError, match=fragment):
+            resolve(values)

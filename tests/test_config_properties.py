@@ -117,10 +117,12 @@ def test_one_layer_name(key: str, name: str) -> None:
 @given(st.text(min_size=1), st.text(min_size=1), st.none() | st.text(),
        st.none() | st.text(min_size=1) | st.lists(st.text(min_size=1), max_size=4))
 def test_paths(output: str, init: str, content: str | None, style: Any) -> None:
-    config = resolve({"output": output, "init": init, "content": content, "weights": content,
+    weights = f"{content}.h5" if content else content  # a file (bare words are variant names)
+    config = resolve({"output": output, "init": init, "content": content, "weights": weights,
                       "style": style})
     assert (config.output, config.init) == (output, init)
-    assert config.content == config.weights == (content or None)
+    assert config.content == (content or None)
+    assert config.weights == (weights or None)
     expected = () if style is None else (style,) if isinstance(style, str) else tuple(style)
     assert config.style == expected
 
