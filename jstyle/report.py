@@ -4,7 +4,9 @@
   ``total``, ``content`` = α·L_content and ``style`` = β·L_style) as a PNG line chart on a
   log10 value axis;
 - :func:`progression_gif` turns snapshots of the image being optimised into an animated GIF;
-- :func:`montage` lays the same snapshots out in a labelled grid PNG.
+- :func:`montage` lays the same snapshots out in a labelled grid PNG;
+- :func:`grid` lays frames out row by row with row, column, cell labels and a title (the
+  paper's figures: :mod:`jstyle.figures`).
 
 Every file is written atomically (a temporary file beside it, then a rename), so an
 interrupted write never leaves a partial figure; an OS error while writing (disk full, no
@@ -19,6 +21,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -429,3 +432,119 @@ def montage(frames: Sequence[np.ndarray], path: str | Path, columns: int | None 
     the border are separated by :data:`GAP` white pixels. Written atomically.
     """
     return _save(render_montage(frames, columns, labels), path, "montage", format="PNG")
+
+
+# --- labelled grid ---------------------------------------------------------------------------
+
+#: A frame's place in a grid image: left, top, width, height, in pixels.
+Box = tuple[int, int, int, int]
+#: Padding around a label's text, in pixels.
+LABEL_PAD = 8
+
+
+class Grid(NamedTuple):
+    """A labelled grid image and where each frame sits in it (None for an empty cell)."""
+
+    image: Image.Image
+    boxes: list[list[Box | None]]
+
+
+def _grid_labels(labels: Sequence[Sequence[str | None]] | None, shape: Sequence[int],
+                 what: str) -> list[list[str]]:
+    """Cell labels shaped like the cells ("" where none), checked."""
+    if labels is None:
+        return [[""] * count for count in shape]
+    if len(labels) != len(shape) or any(len(r) != n for r, n in zip(labels, shape, strict=True)):
+        raise ValueError(f"{what} must have one label per cell, row by row")
+    return [["" if text is None else str(text) for text in row] for row in labels]
+
+
+def _line_labels(labels: Sequence[str | None] | None, count: int, what: str) -> list[str]:
+    """Row or column labels, one per row or column ("" where none), checked."""
+    if labels is None:
+        return [""] * count
+    if len(labels) != count:
+        raise ValueError(f"{len(labels)} {what} for {count}")
+    return ["" if text is None else str(text) for text in labels]
+
+
+def render_grid(cells: Sequence[Sequence[np.ndarray | None]], *,
+                row_labels: Sequence[str | None] | None = None,
+                column_labels: Sequence[str | None] | None = None,
+                cell_labels: Sequence[Sequence[str | None]] | None = None,
+                title: str | None = None) -> Grid:
+    """Float RGB frames in [0, 1], row by row, as one labelled grid image (a contact sheet).
+
+    ``cells`` is a list of rows; a row may be shorter than the longest (the rest is empty)
+    and a cell may be None (left empty). Every cell is as large as the largest frame, each
+    frame centred in its cell, and cells are separated by :data:`GAP` white pixels. Labels
+    are optional: ``row_labels`` (one per row, to the left of it), ``column_labels`` (one
+    per column, above it), ``cell_labels`` (shaped like ``cells``, under each frame) and a
+    ``title`` above everything (cut short with an ellipsis if wider than the grid). Cells
+    widen to fit their labels; the row-label margin fits the longest row label.
+    Returns the RGB image and each frame's box ``(left, top, width, height)``.
+    """
+    rows = [list(row) for row in cells]
+    frames = [np.asarray(c) for row in rows for c in row if c is not None]
+    if not frames:
+        raise ValueError("no frames given")
+    _check_frames(frames, same_shape=False)
+    shape = [len(row) for row in rows]
+    columns = max(shape)
+    under = _grid_labels(cell_labels, shape, "cell_labels")
+    left_labels = _line_labels(row_labels, len(rows), "row labels")
+    top_labels = _line_labels(column_labels, columns, "column labels")
+
+    font, title_font = _font(12), _font(15)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line_h = _text_size(probe, "0Ag", font)[1]
+
+    def width(text: str, face: Font = font) -> int:
+        return _text_size(probe, text, face)[0] if text else 0
+
+    cell_w = max([f.shape[1] for f in frames] + [width(t) + 4 for row in under for t in row]
+                 + [width(t) + 4 for t in top_labels])
+    cell_h = max(f.shape[0] for f in frames)
+    label_h = line_h + LABEL_PAD if any(t for row in under for t in row) else 0
+    column_h = line_h + LABEL_PAD if any(top_labels) else 0
+    row_w = max(width(t) for t in left_labels) + GAP if any(left_labels) else 0
+    title_h = _text_size(probe, "0Ag", title_font)[1] + 2 * LABEL_PAD if title else 0
+    grid_w = row_w + columns * cell_w + (columns + 1) * GAP
+    grid_top = title_h + column_h
+    canvas = Image.new("RGB", (grid_w, grid_top + len(rows) * (cell_h + label_h + GAP) + GAP),
+                       WHITE)
+    draw = ImageDraw.Draw(canvas)
+
+    if title:
+        _put_text(draw, grid_w / 2, title_h / 2 + 2,
+                  _fitted(draw, title, title_font, grid_w - 2 * GAP), title_font)
+    for column, text in enumerate(top_labels):
+        if text:
+            x = row_w + GAP + column * (cell_w + GAP) + cell_w / 2
+            _put_text(draw, x, title_h + column_h / 2 + GAP / 2, text, font)
+    boxes: list[list[Box | None]] = []
+    for r, row in enumerate(rows):
+        y0 = grid_top + GAP + r * (cell_h + label_h + GAP)
+        if left_labels[r]:
+            _put_text(draw, GAP, y0 + cell_h / 2, left_labels[r], font, h_align="left")
+        boxes.append([])
+        for c, cell in enumerate(row):
+            x0 = row_w + GAP + c * (cell_w + GAP)
+            if cell is None:
+                boxes[-1].append(None)
+            else:
+                height, frame_w = np.asarray(cell).shape[:2]
+                box = (x0 + (cell_w - frame_w) // 2, y0 + (cell_h - height) // 2, frame_w, height)
+                canvas.paste(from_array(np.asarray(cell)), box[:2])
+                boxes[-1].append(box)
+            if under[r][c]:
+                _put_text(draw, x0 + cell_w / 2, y0 + cell_h + label_h / 2, under[r][c], font)
+    return Grid(canvas, boxes)
+
+
+def grid(cells: Sequence[Sequence[np.ndarray | None]], path: str | Path, **labels) -> Grid:
+    """Save :func:`render_grid`'s labelled grid as a PNG, atomically; return the grid
+    (the image and each frame's box). ``labels``: :func:`render_grid`'s keywords."""
+    sheet = render_grid(cells, **labels)
+    _save(sheet.image, path, "contact sheet", format="PNG")
+    return sheet

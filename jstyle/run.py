@@ -104,7 +104,9 @@ def load_config(args: argparse.Namespace) -> Config:
     return resolve(values)
 
 
-def _check_output(output: Path, inputs: Sequence[str | None]) -> None:
+def check_output(output: Path, inputs: Sequence[str | None]) -> None:
+    """Refuse an output that is not a PNG or is one of the inputs; create its folder and
+    check that it is writable -- before anything heavy runs."""
     if output.suffix.lower() != ".png":
         raise JStyleError(f"output {output} must end in .png (jstyle writes PNG)")
     resolved = output.resolve()
@@ -199,7 +201,7 @@ def _recorded_state(sidecar: Path) -> str | None:
 def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
     started = time.perf_counter()
     output = Path(config.output)
-    _check_output(output, [config.content, *config.style, *config.masks, config.init])
+    check_output(output, [config.content, *config.style, *config.masks, config.init])
 
     from jstyle import outputs
 
@@ -344,7 +346,7 @@ def _run_sharded_batch(config: Config, paths: list[str], folder: Path,
     for path in paths:  # every input checked before anything compiles
         item = dataclasses.replace(config, content=path,
                                    output=str(folder / f"{Path(path).stem}.png"))
-        _check_output(Path(item.output), [path, *item.style, item.init])
+        check_output(Path(item.output), [path, *item.style, item.init])
         estimates: list[int] = []
         inputs = load_inputs(item, check=lambda h, w, e=estimates, c=item:
                              e.append(check_memory(h, w, c)))
