@@ -294,18 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JStyleError as e:
         print(f"jstyle: error: {e}", file=sys.stderr)
         return 2
-    try:
-        return _run(args)
-    except JStyleError as e:
-        if args.debug:
-            raise
-        print(f"jstyle: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        if args.debug:
-            raise
-        print("jstyle: interrupted; no figure written", file=sys.stderr)
-        return 130
+    from jstyle.run import guarded
+
+    return guarded(lambda: _run(args), args.debug, "interrupted; no figure written")
 
 
 def _run(args: argparse.Namespace) -> int:

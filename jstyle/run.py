@@ -14,7 +14,7 @@ import platform
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,21 +133,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Ctrl-C must save the run even where the shell started us with SIGINT ignored (a
     # background job of a script), and SIGTERM is handled the same way.
     previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return _run(args)
-    except JStyleError as e:
-        if args.debug:
-            raise
-        print(f"jstyle: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # before the optimisation started: nothing to save
-        if args.debug:
-            raise
-        print("jstyle: interrupted", file=sys.stderr)
-        return 130
+    try:  # an interrupt that reaches here came before the optimisation: nothing to save
+        return guarded(lambda: _run(args), args.debug, "interrupted")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def guarded(body: Callable[[], int], debug: bool, interrupted: str) -> int:
+    """A command's exit code: ``body()``'s, 2 after a :class:`JStyleError` (printed as one
+    line) and 130 after Ctrl-C (``interrupted`` says what became of the work); ``debug``
+    lets both raise, with their tracebacks."""
+    try:
+        return body()
+    except JStyleError as e:
+        if debug:
+            raise
+        print(f"jstyle: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"jstyle: {interrupted}", file=sys.stderr)
+        return 130
 
 
 def _terminate(signum, frame) -> None:
