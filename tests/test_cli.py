@@ -109,7 +109,9 @@ def test_a_run_writes_png_and_sidecar(real_weights, tmp_path, photo):
                                      "content/relu4_2"}
     assert record["timings"]["compile_s"] > 0 and record["timings"]["optimize_s"] > 0
     assert record["jax"]["backend"] == "cpu"
-    assert record["weights"]["sha256"] == real_weights.sha256
+    weights = record["weights"]  # paper.yaml: the normalised network, beside the base file
+    assert weights["variant"] == "vgg19-normalized" and weights["calibration"]
+    assert Path(weights["path"]) == real_weights.path.with_name("vgg19-normalized.h5")
     assert not list(out.parent.glob(".*.tmp"))  # atomic writes leave nothing behind
 
 
