@@ -42,7 +42,14 @@ from jstyle.errors import JStyleError
 from jstyle.layers import deepest, downsampling
 from jstyle.objective import Objective, compute_targets, loss_terms, total_objective
 from jstyle.optimize import Solver, run_steps
-from jstyle.transfer import Interrupted, Progress, Result, chunk_size, initial_image
+from jstyle.transfer import (
+    Interrupted,
+    Progress,
+    Result,
+    chunk_size,
+    initial_image,
+    nan_stop_reason,
+)
 
 Array = jax.Array
 
@@ -233,11 +240,6 @@ class BatchInterrupted(KeyboardInterrupt):
         self.results = results
 
 
-def _bad(terms: dict[str, np.ndarray], i: int) -> str:
-    bad = [k for k, v in terms.items() if k != "total" and not np.isfinite(v[i])]
-    return ", ".join(bad) if bad else "the gradient"
-
-
 def _optimise(params, contents, styles, blend, init, objective, solver, iterations, mesh,
               batched, on_chunk, padding: int = 0, save_every: int = 0) -> list[Result]:
     """Targets, compilation and the chunked optimisation of ``B`` problems (``batched``:
@@ -313,10 +315,8 @@ def _optimise(params, contents, styles, blend, init, objective, solver, iteratio
                 if bad_terms is None:
                     bad = _terms(steps.rejected, params, targets, **static)
                     bad_terms = {k: _host(v).reshape(count) for k, v in bad.items()}
-                done = len(histories[i]) + failed[i]
-                now_stopped[i] = (f"the loss became NaN or infinite at iteration {done + 1} "
-                                  f"(in: {_bad(bad_terms, i)}); kept the image of iteration "
-                                  f"{done}")
+                now_stopped[i] = nan_stop_reason(len(histories[i]) + int(failed[i]),
+                                                 {k: v[i] for k, v in bad_terms.items()})
             taken = np.where(failed < 0, todo, failed)
             # All at once, so that an interrupt sees each image with its own history.
             histories, evaluations, stopped, saved = (

@@ -102,9 +102,12 @@ class Interrupted(KeyboardInterrupt):
         self.result = result
 
 
-def _bad_terms(terms: dict) -> str:
+def nan_stop_reason(kept: int, terms: dict) -> str:
+    """Why a run stopped after iteration ``kept``: the next one's loss was NaN or infinite,
+    in the loss terms ``terms`` (of the rejected image) that are not finite."""
     bad = [k for k, v in terms.items() if not np.isfinite(float(v)) and k != "total"]
-    return ", ".join(bad) if bad else "the gradient"
+    return (f"the loss became NaN or infinite at iteration {kept + 1} (in: "
+            f"{', '.join(bad) if bad else 'the gradient'}); kept the image of iteration {kept}")
 
 
 def chunk_size(iterations: int) -> int:
@@ -204,9 +207,7 @@ def stylize(
             evaluations += int(np.sum(steps.evaluations))
             if failed >= 0:
                 bad = _terms(steps.rejected, params, targets, objective=objective)
-                stopped = (f"the loss became NaN or infinite at iteration {done + failed + 1} "
-                           f"(in: {_bad_terms(bad)}); kept the image of iteration "
-                           f"{done + failed}")
+                stopped = nan_stop_reason(done + failed, bad)
             if on_progress is not None:
                 terms = _terms(image, params, targets, objective=objective)
                 on_progress(Progress(len(history), image,
