@@ -46,6 +46,8 @@ def objective_and_solver(config: Config, preprocessing):
         lbfgs_backend=config.lbfgs_backend,
         lbfgs_memory=config.lbfgs_memory,
         learning_rate=config.learning_rate,
+        line_search=config.line_search,
+        bounds=config.bounds,
     )
     return objective, solver
 
@@ -102,6 +104,8 @@ def coarse_stages(weights, content, styles, init, config: Config, log=None, mask
         image = result.image
         stages.append({"size": size, "width": w, "height": h, "content_weight": alpha,
                        "iterations": len(result.history), "loss": result.terms["total"],
+                       "delivered_loss": result.delivered["total"],
+                       "evaluations": result.evaluations,
                        "seconds": sum(v for k, v in result.timings.items() if k.endswith("_s"))})
     return (image if isinstance(image, str) else _resized(image, height, width)), stages
 

@@ -21,7 +21,7 @@ import yaml
 from jstyle.color import PRESERVE_COLOR
 from jstyle.errors import JStyleError
 from jstyle.layers import LAYERS, PAPER_CONTENT_LAYERS, PAPER_STYLE_LAYERS, downsampling
-from jstyle.optimize import LBFGS_BACKENDS, OPTIMIZERS
+from jstyle.optimize import BOUNDS, LBFGS_BACKENDS, LINE_SEARCHES, OPTIMIZERS
 from jstyle.sharding import MODES as SHARDING_MODES
 from jstyle.vgg import POOLING
 
@@ -62,8 +62,18 @@ class Config:
                      "to it and the style image to the content's size (the paper)")
     iterations: int = _key(500, "optimiser steps")
     optimizer: str = _key("lbfgs", "lbfgs (the paper) or adam (less memory)", choices=OPTIMIZERS)
-    lbfgs_backend: str = _key("optax", "optax (default: maintained) or jaxopt; both use a zoom "
-                              "line search", choices=LBFGS_BACKENDS)
+    lbfgs_backend: str = _key(
+        "jstyle", "jstyle (its own projected L-BFGS) or jaxopt (L-BFGS-B; L-BFGS with "
+        "bounds: none)", choices=LBFGS_BACKENDS)
+    line_search: str = _key(
+        "backtracking", "L-BFGS's line search: backtracking (Armijo; usually one evaluation "
+        "per iteration), none (the unit step: exactly one) or zoom (strong Wolfe; "
+        "lbfgs_backend: jaxopt)",
+        choices=tuple(dict.fromkeys(n for v in LINE_SEARCHES.values() for n in v)))
+    bounds: str = _key(
+        "box", "box (every pixel kept in [0, 1] while optimising, so the saved image is the "
+        "optimum found) or none (unconstrained; clipped when saved, as before)",
+        choices=BOUNDS)
     lbfgs_memory: int = _key(20, "L-BFGS history size (pairs of past steps kept)")
     learning_rate: float = _key(0.02, "Adam's step size, in units of the [0, 1] pixel range")
     coarse_sizes: tuple[int, ...] = _key(
@@ -247,6 +257,10 @@ def _validate(key: str, value: Any) -> Any:
         if not isinstance(value, str) or not value:
             raise _fail(key, f"expected a non-empty string, got {value!r}")
         return value
+    if key == "lbfgs_backend" and value == "optax":
+        raise _fail(key, "'optax' is gone: it could neither keep the pixels in [0, 1] nor "
+                    "report its loss terms without an extra pass; use jstyle (the default) "
+                    "or jaxopt")
     if choices:
         if value not in choices:
             raise _fail(key, f"must be one of {', '.join(choices)}, got {value!r}")
@@ -286,6 +300,13 @@ def resolve(values: Mapping[str, Any]) -> Config:
     if config.coarse_sizes and config.coarse_sizes[0] < 2 * config.deepest_downsampling:
         raise _fail("coarse_sizes", f"{config.coarse_sizes[0]} px is too small for the deepest "
                     f"requested layer; use at least {2 * config.deepest_downsampling}")
+    if config.optimizer == "lbfgs" and \
+            config.line_search not in LINE_SEARCHES[config.lbfgs_backend]:
+        others = [b for b, names in LINE_SEARCHES.items() if config.line_search in names]
+        raise _fail("line_search", f"{config.line_search} is not offered by lbfgs_backend "
+                    f"{config.lbfgs_backend} (its: "
+                    f"{', '.join(LINE_SEARCHES[config.lbfgs_backend])}); set lbfgs_backend: "
+                    f"{others[0]}")
     blend = config.style_blend_weights
     count = max(len(config.style), 1)  # no style path: jstyle's one default image
     if config.masks:

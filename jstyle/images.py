@@ -182,9 +182,9 @@ def to_array(image: Image.Image) -> np.ndarray:
 
 def from_array(array: np.ndarray) -> Image.Image:
     """Float RGB in [0, 1] ``(H, W, 3)`` -> 8-bit RGB Pillow image (values clipped, NaN 0)."""
-    values = np.nan_to_num(np.asarray(array, dtype=np.float32), nan=0.0)
-    pixels = np.clip(values * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return Image.fromarray(pixels, "RGB")
+    from jstyle.preprocessing import to_8bit
+
+    return Image.fromarray(to_8bit(array), "RGB")
 
 
 def fitted_size(width: int, height: int, size: int) -> tuple[int, int]:

@@ -1,7 +1,7 @@
 """The style-transfer objective (eq. 7) of an image, wired from the network and the losses.
 
-The optimised variable is the image itself: RGB in [0, 1], ``(H, W, 3)``,
-unconstrained while optimising (clipped only when saved). Targets -- the content
+The optimised variable is the image itself: RGB in [0, 1], ``(H, W, 3)``, kept inside
+that box by the optimisers (:mod:`jstyle.optimize`). Targets -- the content
 photo's responses P^l and the style image's Gram matrices A^l -- are computed
 once by :func:`compute_targets` and then passed in, so every function here is a
 pure function of explicit arrays and jit-compiles without baking weights or
@@ -168,3 +168,12 @@ def loss_terms(image: Array, params: dict, targets: Targets, objective: Objectiv
 def total_objective(image: Array, params: dict, targets: Targets, objective: Objective) -> Array:
     """Eq. 7 for ``image``: the scalar that the optimiser minimises."""
     return loss_terms(image, params, targets, objective)["total"]
+
+
+def objective_and_terms(image: Array, params: dict, targets: Targets,
+                        objective: Objective) -> tuple[Array, dict]:
+    """Eq. 7 for ``image`` and every term of it (:func:`loss_terms`), from one pass of the
+    network: the ``(loss, aux)`` pair the optimisers take, so that a run reports the terms of
+    the points its optimiser evaluated without evaluating them again."""
+    terms = loss_terms(image, params, targets, objective)
+    return terms["total"], terms

@@ -1,17 +1,39 @@
-"""Optimisers of the image: L-BFGS (the paper's, two backends) and Adam.
+"""Optimisers of the image: L-BFGS (the paper's) inside the pixel box, and Adam.
 
-Each solver is a small frozen dataclass with two pure methods, ``init(fun, x)``
-and ``step(fun, x, state) -> (x, state, value, evaluations)``, where ``fun`` is
-the scalar objective of the image and ``evaluations`` counts the objective-and-
-gradient evaluations the step made. :func:`run_steps` runs up to ``chunk`` steps
-inside one compiled program (a ``lax.fori_loop``), recording the loss and the
-evaluations of every step, so the host sees the optimisation only between chunks,
-when the progress bar updates.
+The image is a picture: every pixel value lies in [0, 1]. The solvers keep it there
+(``bounds=(0, 1)``), so the image the optimiser reports on is the image the user gets;
+an unconstrained optimiser (``bounds=None``) drifts outside, and the clipping at save time
+then undoes part of its work (see the README's "Quality" section for the measurement).
+
+Each solver is a small frozen dataclass with two pure methods:
+``init(fun, x) -> (x, state)`` (``x`` projected into the box and evaluated once) and
+``step(fun, x, state) -> (x, state, value, terms, evaluations)``, where ``fun(x)`` returns
+``(loss, terms)`` -- the scalar objective and a pytree of auxiliary values (eq. 7's loss
+terms) of the same point, so that a run reports its loss terms without evaluating anything
+the optimiser did not need -- and ``evaluations`` counts the objective-and-gradient
+evaluations the step made. :func:`run_steps` runs up to ``chunk`` steps inside one
+compiled program (a ``lax.while_loop``), so the host sees the optimisation only between
+chunks.
 
 L-BFGS backends:
-  ``optax`` (default): ``optax.lbfgs`` with a zoom (strong Wolfe) line search.
-    optax is maintained and carries L-BFGS on; jaxopt is no longer developed.
-  ``jaxopt``: ``jaxopt.LBFGS``, the library the design names, same line search.
+  ``jstyle`` (default): :class:`LBFGS`, a projected L-BFGS written here. Its direction is
+    the two-loop recursion applied to the gradient of the free pixels (those not held at a
+    bound by their gradient), its step a move along the projected path
+    ``clip(x + t d, 0, 1)``; line search ``backtracking`` (Armijo on that path, usually one
+    evaluation per iteration) or ``none`` (the unit step, one evaluation per iteration).
+  ``jaxopt``: ``jaxopt.LBFGSB`` (Byrd, Lu, Nocedal & Zhu's L-BFGS-B: Cauchy point and
+    subspace minimisation) in the box, ``jaxopt.LBFGS`` without it; line search ``zoom``
+    (strong Wolfe), ``backtracking`` or ``none``.
+
+References:
+  Gatys, Ecker & Bethge, "Image Style Transfer Using Convolutional Neural Networks",
+  CVPR 2016 (L-BFGS on the pixels).
+  Nocedal & Wright, "Numerical Optimization", 2nd ed., 2006: alg. 7.4 (the two-loop
+  recursion), eq. 7.20 (the initial scaling), alg. 3.1 (backtracking), 3.5-3.6 (zoom).
+  Byrd, Lu, Nocedal & Zhu, "A Limited Memory Algorithm for Bound Constrained
+  Optimization", SIAM J. Sci. Comput. 16(5), 1995 (L-BFGS-B).
+  Kim, Sra & Dhillon, "Tackling Box-Constrained Optimization via a New Projected
+  Quasi-Newton Approach", SIAM J. Sci. Comput. 32(6), 2010 (the free-variable projection).
 """
 
 from __future__ import annotations
@@ -26,89 +48,263 @@ import jax.numpy as jnp
 import optax
 
 Array = jax.Array
-Fun = Callable[[Array], Array]
+#: The objective as the solvers see it: the image -> (loss, auxiliary terms).
+Fun = Callable[[Array], tuple[Array, Any]]
 
 OPTIMIZERS = ("lbfgs", "adam")
-LBFGS_BACKENDS = ("optax", "jaxopt")
+LBFGS_BACKENDS = ("jstyle", "jaxopt")
+#: Line searches, by backend (the first of each is its default).
+LINE_SEARCHES = {"jstyle": ("backtracking", "none"), "jaxopt": ("zoom", "backtracking", "none")}
+#: ``box``: every pixel kept in [0, 1] (the picture's own range); ``none``: unconstrained.
+BOUNDS = ("box", "none")
+#: The pixel box of ``bounds: box``.
+BOX = (0.0, 1.0)
+
+#: Armijo's sufficient-decrease constant (Nocedal & Wright, eq. 3.4) and the backtracking
+#: factor and trial limit.
+ARMIJO_C1 = 1e-4
+BACKTRACK_FACTOR = 0.5
+MAX_BACKTRACKS = 12
+
+
+def _project(x: Array, bounds: tuple[float, float] | None) -> Array:
+    return x if bounds is None else jnp.clip(x, *bounds)
+
+
+def _vdot(a: Array, b: Array) -> Array:
+    return jnp.sum(a * b)
+
+
+class LBFGSState(NamedTuple):
+    """:class:`LBFGS`'s state: the current point's loss, gradient and terms, and the last
+    ``memory`` pairs (s, y) in a ring buffer (slot ``count % memory`` is the next)."""
+
+    value: Array
+    grad: Array
+    terms: Any
+    s: Array  # (memory, *x.shape)
+    y: Array  # (memory, *x.shape)
+    rho: Array  # (memory,) 1 / (y . s)
+    count: Array  # pairs stored so far (all time)
+    gamma: Array  # the initial inverse-Hessian scale s.y / y.y (eq. 7.20)
+
+
+def two_loop(q: Array, s: Array, y: Array, rho: Array, count: Array, gamma: Array) -> Array:
+    """H q, the L-BFGS inverse-Hessian estimate applied to ``q`` (Nocedal & Wright, alg. 7.4),
+    from the ring buffers ``s``, ``y``, ``rho`` holding ``min(count, memory)`` pairs."""
+    memory = s.shape[0]
+    stored = jnp.minimum(count, memory)
+
+    def newest_first(i, carry):
+        q, alphas = carry
+        j = (count - 1 - i) % memory
+        alpha = jnp.where(i < stored, rho[j] * _vdot(s[j], q), 0.0)
+        return q - alpha * y[j], alphas.at[j].set(alpha)
+
+    q, alphas = jax.lax.fori_loop(0, memory, newest_first, (q, jnp.zeros((memory,), q.dtype)))
+    r = gamma * q
+
+    def oldest_first(i, r):
+        j = (count - stored + i) % memory
+        beta = rho[j] * _vdot(y[j], r)
+        return r + jnp.where(i < stored, alphas[j] - beta, 0.0) * s[j]
+
+    return jax.lax.fori_loop(0, memory, oldest_first, r)
+
+
+def _evaluate(fun: Fun, x: Array) -> tuple[Array, Any, Array]:
+    (value, terms), grad = jax.value_and_grad(fun, has_aux=True)(x)
+    return value, terms, grad
 
 
 @dataclasses.dataclass(frozen=True)
-class OptaxLBFGS:
-    """L-BFGS from optax with a zoom line search; ``memory``: pairs kept."""
+class LBFGS:
+    """Projected L-BFGS (see the module docstring): ``memory`` pairs kept, ``line_search``
+    ``"backtracking"`` or ``"none"``, ``bounds`` the box (None: unconstrained L-BFGS).
+
+    The first step, with no curvature known yet, moves a unit Euclidean distance along
+    the (projected) steepest descent, as L-BFGS-B's does; after it the unit step of the
+    scaled quasi-Newton direction is tried first. A pair whose curvature s.y is not
+    positive is not stored (the estimate stays positive definite); a direction that is not
+    one of descent falls back to the projected gradient.
+    """
 
     memory: int = 20
+    line_search: str = "backtracking"
+    bounds: tuple[float, float] | None = BOX
 
-    def _tx(self) -> optax.GradientTransformationExtraArgs:
-        return optax.lbfgs(memory_size=self.memory)
+    #: ``step``'s value and terms are those of the point it moved to.
+    reports_new_point = True
+    #: Objective evaluations ``init`` makes.
+    init_evaluations = 1
 
-    def init(self, fun: Fun, x: Array) -> Any:
-        return self._tx().init(x)
+    def init(self, fun: Fun, x: Array) -> tuple[Array, LBFGSState]:
+        x = _project(x, self.bounds)
+        value, terms, grad = _evaluate(fun, x)
+        zeros = jnp.zeros((self.memory, *x.shape), x.dtype)
+        state = LBFGSState(value, grad, terms, zeros, zeros, jnp.zeros((self.memory,), x.dtype),
+                           jnp.zeros((), jnp.int32), jnp.ones((), x.dtype))
+        return x, state
 
-    def step(self, fun: Fun, x: Array, state: Any) -> tuple[Array, Any, Array, Array]:
-        # The first step evaluates at x; later ones reuse what the line search stored.
-        first = optax.tree_utils.tree_get(state, "count") == 0
-        value, grad = optax.value_and_grad_from_state(fun)(x, state=state)
-        updates, state = self._tx().update(grad, state, x, value=value, grad=grad, value_fn=fun)
-        x = optax.apply_updates(x, updates)
-        evaluations = optax.tree_utils.tree_get(state, "num_linesearch_steps") + first
-        # The line search stored the objective at the new iterate.
-        return x, state, optax.tree_utils.tree_get(state, "value"), evaluations
+    def _direction(self, x: Array, state: LBFGSState) -> tuple[Array, Array]:
+        g = state.grad
+        if self.bounds is None:
+            free = jnp.ones(x.shape, bool)
+        else:  # held at a bound by a gradient pushing outward: not free to move
+            low, high = self.bounds
+            free = ~(((x <= low) & (g > 0)) | ((x >= high) & (g < 0)))
+        g_free = jnp.where(free, g, 0.0)
+        d = jnp.where(free, -two_loop(g_free, state.s, state.y, state.rho, state.count,
+                                      state.gamma), 0.0)
+        descent = _vdot(g, d) < 0
+        d = jnp.where(descent, d, -g_free)
+        # No curvature yet: a first step of unit length (L-BFGS-B's choice).
+        first = state.count == 0
+        norm = jnp.sqrt(_vdot(d, d))
+        return jnp.where(first, d / jnp.maximum(norm, 1e-30), d), g_free
+
+    def step(self, fun: Fun, x: Array, state: LBFGSState):
+        d, _ = self._direction(x, state)
+        trial = _project(x + d, self.bounds)
+        value, terms, grad = _evaluate(fun, trial)
+        evaluations = jnp.ones((), jnp.int32)
+        if self.line_search == "backtracking":
+            def insufficient(carry):
+                _, trial, value, _, _, tries = carry
+                armijo = value <= state.value + ARMIJO_C1 * _vdot(state.grad, trial - x)
+                return ~(armijo & jnp.isfinite(value)) & (tries < MAX_BACKTRACKS)
+
+            def shorter(carry):
+                t, _, _, _, _, tries = carry
+                t = t * BACKTRACK_FACTOR
+                trial = _project(x + t * d, self.bounds)
+                return (t, trial, *_evaluate(fun, trial), tries + 1)
+
+            _, trial, value, terms, grad, backtracks = jax.lax.while_loop(
+                insufficient, shorter,
+                (jnp.ones((), x.dtype), trial, value, terms, grad, jnp.zeros((), jnp.int32)))
+            evaluations = evaluations + backtracks
+        elif self.line_search != "none":
+            raise ValueError(f"line_search must be one of {LINE_SEARCHES['jstyle']}, not "
+                             f"{self.line_search!r}")
+        s, y = trial - x, grad - state.grad
+        sy, yy = _vdot(s, y), _vdot(y, y)
+        # L-BFGS-B's test: curvature below machine precision times the decrease the step
+        # promised (both in the loss's own units) is not stored.
+        promised = -_vdot(state.grad, s)
+        keep = (sy > jnp.finfo(x.dtype).eps * promised) & (sy > 0) & jnp.isfinite(sy) & (yy > 0)
+        slot = state.count % self.memory
+        new = LBFGSState(
+            value, grad, terms,
+            state.s.at[slot].set(jnp.where(keep, s, state.s[slot])),
+            state.y.at[slot].set(jnp.where(keep, y, state.y[slot])),
+            state.rho.at[slot].set(jnp.where(keep, 1.0 / jnp.where(keep, sy, 1.0),
+                                             state.rho[slot])),
+            state.count + keep.astype(jnp.int32),
+            jnp.where(keep, sy / jnp.where(keep, yy, 1.0), state.gamma),
+        )
+        return trial, new, value, terms, evaluations
 
 
 @dataclasses.dataclass(frozen=True)
 class JaxoptLBFGS:
-    """L-BFGS from jaxopt with its zoom line search; ``memory``: pairs kept."""
+    """jaxopt's L-BFGS-B in the box (``jaxopt.LBFGSB``), its L-BFGS without one
+    (``jaxopt.LBFGS``); ``line_search`` ``zoom``, ``backtracking`` or ``none`` (a unit
+    step, jaxopt's ``stepsize=1``)."""
 
     memory: int = 20
+    line_search: str = "zoom"
+    bounds: tuple[float, float] | None = BOX
+
+    reports_new_point = True
+    init_evaluations = 1
 
     def _solver(self, fun: Fun):
-        with warnings.catch_warnings():  # "no longer maintained": the module docstring says so
+        with warnings.catch_warnings():  # jaxopt says it is no longer developed; it works
             warnings.simplefilter("ignore", DeprecationWarning)
             import jaxopt  # imported here: only this backend needs it, and it is slow to import
 
-        return jaxopt.LBFGS(fun=fun, history_size=self.memory, linesearch="zoom")
+        options = {"fun": fun, "has_aux": True, "history_size": self.memory,
+                   "maxiter": 1 << 30, "tol": 0.0}
+        if self.line_search == "none":
+            options["stepsize"] = 1.0
+        else:
+            options["linesearch"] = self.line_search
+        if self.bounds is None:
+            return jaxopt.LBFGS(**options)
+        return jaxopt.LBFGSB(**options)
 
-    def init(self, fun: Fun, x: Array) -> Any:
-        return self._solver(fun).init_state(x)
+    def _box(self, x: Array):
+        if self.bounds is None:
+            return ()
+        return ((jnp.full_like(x, self.bounds[0]), jnp.full_like(x, self.bounds[1])),)
 
-    def step(self, fun: Fun, x: Array, state: Any) -> tuple[Array, Any, Array, Array]:
+    def init(self, fun: Fun, x: Array) -> tuple[Array, Any]:
+        x = _project(x, self.bounds)
+        return x, self._solver(fun).init_state(x, *self._box(x))
+
+    def step(self, fun: Fun, x: Array, state: Any):
         before = state.num_fun_eval
-        x, state = self._solver(fun).update(x, state)
-        return x, state, state.value, state.num_fun_eval - before
+        x, state = self._solver(fun).update(x, state, *self._box(x))
+        return x, state, state.value, state.aux, jnp.asarray(state.num_fun_eval - before,
+                                                            jnp.int32)
+
+
+class AdamState(NamedTuple):
+    """:class:`Adam`'s state: optax's, and the iteration count."""
+
+    inner: Any
 
 
 @dataclasses.dataclass(frozen=True)
 class Adam:
-    """Adam (optax), the memory-light alternative; ``value`` is the loss before the step."""
+    """Adam (optax), the memory-light alternative, each step projected into the box
+    (projected gradient descent with Adam's step). Its ``value`` and ``terms`` are those of
+    the point the step started from (Adam evaluates once per step, before moving)."""
 
     learning_rate: float = 0.02
+    bounds: tuple[float, float] | None = BOX
 
-    def init(self, fun: Fun, x: Array) -> Any:
-        return optax.adam(self.learning_rate).init(x)
+    #: ``step``'s value and terms belong to the point before the step, not after it.
+    reports_new_point = False
+    init_evaluations = 0
 
-    def step(self, fun: Fun, x: Array, state: Any) -> tuple[Array, Any, Array, Array]:
-        value, grad = jax.value_and_grad(fun)(x)
-        updates, state = optax.adam(self.learning_rate).update(grad, state, x)
-        return optax.apply_updates(x, updates), state, value, jnp.ones((), jnp.int32)
+    def init(self, fun: Fun, x: Array) -> tuple[Array, AdamState]:
+        x = _project(x, self.bounds)
+        return x, AdamState(optax.adam(self.learning_rate).init(x))
+
+    def step(self, fun: Fun, x: Array, state: AdamState):
+        value, terms, grad = _evaluate(fun, x)
+        updates, inner = optax.adam(self.learning_rate).update(grad, state.inner, x)
+        x = _project(optax.apply_updates(x, updates), self.bounds)
+        return x, AdamState(inner), value, terms, jnp.ones((), jnp.int32)
 
 
-Solver = OptaxLBFGS | JaxoptLBFGS | Adam
+Solver = LBFGS | JaxoptLBFGS | Adam
 
 
 def make_solver(
-    optimizer: str, *, lbfgs_backend: str = "optax", lbfgs_memory: int = 20,
-    learning_rate: float = 0.02,
+    optimizer: str, *, lbfgs_backend: str = "jstyle", lbfgs_memory: int = 20,
+    learning_rate: float = 0.02, line_search: str | None = None, bounds: str = "box",
 ) -> Solver:
-    """The solver a config names."""
+    """The solver a config names (``line_search`` None: the backend's default)."""
+    if bounds not in BOUNDS:
+        raise ValueError(f"bounds must be one of {BOUNDS}, not {bounds!r}")
+    box = BOX if bounds == "box" else None
     if optimizer == "adam":
-        return Adam(learning_rate)
+        return Adam(learning_rate, box)
     if optimizer != "lbfgs":
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
-    if lbfgs_backend == "optax":
-        return OptaxLBFGS(lbfgs_memory)
-    if lbfgs_backend == "jaxopt":
-        return JaxoptLBFGS(lbfgs_memory)
-    raise ValueError(f"lbfgs_backend must be one of {LBFGS_BACKENDS}, not {lbfgs_backend!r}")
+    if lbfgs_backend not in LBFGS_BACKENDS:
+        raise ValueError(f"lbfgs_backend must be one of {LBFGS_BACKENDS}, not "
+                         f"{lbfgs_backend!r}")
+    allowed = LINE_SEARCHES[lbfgs_backend]
+    line_search = line_search or allowed[0]
+    if line_search not in allowed:
+        raise ValueError(f"line_search {line_search!r} is not one of the {lbfgs_backend} "
+                         f"backend's: {', '.join(allowed)}")
+    cls = LBFGS if lbfgs_backend == "jstyle" else JaxoptLBFGS
+    return cls(lbfgs_memory, line_search, box)
 
 
 class Steps(NamedTuple):
@@ -118,37 +314,42 @@ class Steps(NamedTuple):
     state: Any  # the solver state (not meaningful after a failed step)
     history: Array  # (chunk,) loss after each step; NaN past the steps taken
     evaluations: Array  # (chunk,) objective evaluations of each step; 0 past them
+    terms: Any  # the loss terms the last finite step reported
     failed_at: Array  # index of the step whose loss or image was not finite, or -1
-    rejected: Array  # that step's non-finite image (for diagnosis), else x
+    rejected_terms: Any  # that step's loss terms (for diagnosis), else ``terms``
 
 
 def run_steps(
     solver: Solver, fun: Fun, x: Array, state: Any, n: Array | int, chunk: int
 ) -> Steps:
-    """Up to ``chunk`` solver steps (``n`` of them, ``n <= chunk``) in one loop.
+    """Up to ``chunk`` solver steps (``n`` of them, ``n <= chunk``) in one ``while_loop``.
 
     The loop stops at the first step whose loss or new image is not finite (NaN
     or inf); the image then stays the last finite one. Traceable: call it inside
     ``jax.jit`` with ``n`` dynamic, so one compiled program serves every chunk
     length.
     """
+    shapes = jax.eval_shape(fun, x)[1]
+    no_terms = jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
 
     def cond(carry):
-        i, failed = carry[0], carry[-1]
+        i, failed = carry[0], carry[-2]
         return (i < n) & (failed < 0)
 
     def body(carry):
-        i, x, state, history, evaluations, rejected, failed = carry
-        x_new, state, value, count = solver.step(fun, x, state)
+        i, x, state, history, evaluations, terms, failed, rejected = carry
+        x_new, state, value, new_terms, count = solver.step(fun, x, state)
         ok = jnp.isfinite(value) & jnp.all(jnp.isfinite(x_new))
+        keep = _tree_where(ok)
         return (
             i + 1,
             jnp.where(ok, x_new, x),
             state,
             history.at[i].set(value),
             evaluations.at[i].set(count),
-            jnp.where(ok, rejected, x_new),
+            keep(new_terms, terms),
             jnp.where(ok, failed, i),
+            keep(rejected, new_terms),
         )
 
     carry = (
@@ -157,8 +358,15 @@ def run_steps(
         state,
         jnp.full((chunk,), jnp.nan, dtype=x.dtype),
         jnp.zeros((chunk,), jnp.int32),
-        x,
+        no_terms,
         jnp.full((), -1, jnp.int32),
+        no_terms,
     )
-    _, x, state, history, evaluations, rejected, failed = jax.lax.while_loop(cond, body, carry)
-    return Steps(x, state, history, evaluations, failed, rejected)
+    _, x, state, history, evaluations, terms, failed, rejected = jax.lax.while_loop(
+        cond, body, carry)
+    return Steps(x, state, history, evaluations, terms, failed, rejected)
+
+
+def _tree_where(ok: Array) -> Callable[[Any, Any], Any]:
+    """``where(ok, a, b)`` over two pytrees of one structure."""
+    return lambda a, b: jax.tree.map(lambda u, v: jnp.where(ok, u, v), a, b)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax.numpy as jnp
+import numpy as np
 
 #: The ImageNet mean in Caffe's BGR order and 0-255 range (Simonyan & Zisserman).
 CAFFE_BGR_MEAN: tuple[float, float, float] = (103.939, 116.779, 123.68)
@@ -56,3 +57,16 @@ def from_network(x: jnp.ndarray, prep: Preprocessing) -> jnp.ndarray:
     if prep.channel_order == "BGR":
         x = x[..., ::-1]
     return x / prep.pixel_range
+
+
+def to_8bit(image) -> np.ndarray:
+    """Float RGB in [0, 1] -> the 8-bit pixels a PNG stores: each value clipped to [0, 1],
+    times 255, rounded half up (NaN becomes 0). The one quantisation jstyle uses, for
+    the files it writes and for the loss of the image a user receives."""
+    values = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0)
+    return np.clip(values * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def delivered(image) -> np.ndarray:
+    """The float image that a saved 8-bit PNG of ``image`` holds (:func:`to_8bit`, / 255)."""
+    return to_8bit(image).astype(np.float32) / 255.0

@@ -1,4 +1,5 @@
-"""The progress bar of a run: iteration, total / content / style loss, iterations per second."""
+"""The progress bar of a run: iteration, total / content / style loss, objective evaluations,
+iterations per second."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ class ProgressBar:
         """Advance to iteration ``offset + progress.iteration`` and show its losses."""
         t = progress.terms
         self._bar.set_postfix_str(
-            f"loss {t['total']:.3e} content {t['content']:.3e} style {t['style']:.3e}",
+            f"loss {t['total']:.3e} content {t['content']:.3e} style {t['style']:.3e} "
+            f"evals {progress.evaluations}",
             refresh=False,
         )
         self._bar.update(offset + progress.iteration - self._bar.n)

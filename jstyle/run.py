@@ -213,13 +213,14 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
 
     from jstyle import outputs
 
-    done, history, evaluations, terms_history = 0, [], 0, []
+    done, history, evaluations, terms_history, earlier_counts = 0, [], 0, [], []
     resumed = None
     if resume:
         resumed, previous = outputs.read_resume(output, config.to_dict())
         done = len(previous["history"])
         history, evaluations = previous["history"], previous.get("evaluations", 0)
         terms_history = previous.get("terms_history", [])
+        earlier_counts = previous.get("evaluations_per_iteration") or []
 
     # Inputs before anything heavy: a bad path fails in a second, not after compiling.
     from jstyle.inputs import load_inputs
@@ -274,6 +275,8 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
             result, stages, interrupted = stop.result, [], True
 
     history = history + result.history
+    result = result._replace(evaluations_history=earlier_counts
+                             + list(result.evaluations_history or []))
     record = _record(config, inputs, weights, result, stages, history, terms_history,
                      evaluations + result.evaluations, estimate, started)
     return _finish(output, result, record, interrupted, log)
@@ -292,10 +295,13 @@ def _record(config: Config, inputs, weights, result, stages: list, history: list
         "inputs": inputs.sources,
         "size": {"height": height, "width": width},
         "losses": result.terms,
+        # eq. 7 of the PNG as saved (8-bit); "losses" are the optimiser's, of its float image
+        "delivered_losses": result.delivered,
         "history": history,
         "terms_history": terms_history,
         "coarse_stages": stages,
         "evaluations": evaluations,
+        "evaluations_per_iteration": result.evaluations_history,
         "timings": {**result.timings, "total_s": time.perf_counter() - started},
         "memory": {"estimate_bytes": estimate, "peak_rss_bytes": _peak_rss_bytes()},
         "jax": {
@@ -311,6 +317,9 @@ def _record(config: Config, inputs, weights, result, stages: list, history: list
                     **({"calibration": weights.normalization.calibration}
                        if weights.normalization else {})},
     }
+    if config.preserve_color == "luminance":  # the PNG recombines it with the photo's colours
+        record["delivered_losses_note"] = ("of the optimised image in 8 bits, before the "
+                                           "content's colours were restored")
     if result.stopped:
         record["incomplete"] = {"reason": result.stopped, "iteration": len(history)}
     return record
@@ -334,7 +343,7 @@ def _finish(output: Path, result, record: dict[str, Any], interrupted: bool, log
     if result.stopped:
         print(f"jstyle: stopped: {result.stopped}; saved {output} and {side}", file=sys.stderr)
         return 1
-    log(f"jstyle: wrote {output} and {side} (loss {result.terms['total']:.4g}, "
+    log(f"jstyle: wrote {output} and {side} (loss {result.delivered['total']:.4g}, "
         f"{result.timings['optimize_s']:.1f} s)")
     return 0
 

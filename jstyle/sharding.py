@@ -40,8 +40,9 @@ from jax.sharding import PartitionSpec as P
 
 from jstyle.errors import JStyleError
 from jstyle.layers import deepest, downsampling
-from jstyle.objective import Objective, compute_targets, loss_terms, total_objective
+from jstyle.objective import Objective, compute_targets, loss_terms, objective_and_terms
 from jstyle.optimize import Solver, run_steps
+from jstyle.preprocessing import delivered
 from jstyle.transfer import (
     Interrupted,
     Progress,
@@ -176,7 +177,7 @@ def _per_image(fn: Callable, mesh: Mesh, batched: bool) -> Callable:
     def local(*args):
         return jax.lax.map(lambda a: fn(*a), args)
 
-    # check_vma off: optax's line search mixes per-device values with constants in its
+    # check_vma off: the line searches mix per-device values with constants in their
     # conds, which the varying-axes type check refuses; nothing here communicates anyway.
     return jax.shard_map(local, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
 
@@ -205,17 +206,18 @@ def _terms(image, params, targets, *, objective, mesh, batched):
 @functools.partial(jax.jit, static_argnames=("objective", "solver", "mesh", "batched"))
 def _init_state(image, params, targets, *, objective, solver, mesh, batched):
     def one(x, t):
-        return solver.init(lambda y: total_objective(y, params, t, objective), x)
+        return solver.init(lambda y: objective_and_terms(y, params, t, objective), x)
 
-    state = _per_image(one, mesh, batched)(image, targets)
-    return _constrain(state, mesh, batched, image.shape[-3:])
+    image, state = _per_image(one, mesh, batched)(image, targets)
+    return _constrain((image, state), mesh, batched, image.shape[-3:])
 
 
 @functools.partial(jax.jit, static_argnames=("objective", "solver", "chunk", "mesh", "batched"),
                    donate_argnames=("image", "state"))
 def _run_chunk(image, state, n, params, targets, *, objective, solver, chunk, mesh, batched):
     def one(x, s, count, t):
-        fun = functools.partial(total_objective, params=params, targets=t, objective=objective)
+        fun = functools.partial(objective_and_terms, params=params, targets=t,
+                                objective=objective)
         return run_steps(solver, fun, x, s, count, chunk)
 
     steps = _per_image(one, mesh, batched)(image, state, n, targets)
@@ -247,7 +249,8 @@ def _optimise(params, contents, styles, blend, init, objective, solver, iteratio
     Inputs are host arrays laid out on ``mesh`` here. The last ``padding`` problems only fill
     the mesh: they are given no iterations, so they cost nothing in the loop. Chunks end on
     every multiple of ``save_every`` (if > 0). ``on_chunk(histories, images, terms)`` is
-    called after each chunk; ``terms()`` evaluates every problem's loss terms there."""
+    called after each chunk; ``terms()`` gives every problem's loss terms there (those its last
+    step reported)."""
     t0 = time.perf_counter()
     image_shape = init.shape
     axis = 0 if batched else -3
@@ -259,7 +262,7 @@ def _optimise(params, contents, styles, blend, init, objective, solver, iteratio
     image = _put(init, _spec(init.shape, axis, mesh))
     static = {"objective": objective, "mesh": mesh, "batched": batched}
     targets = _targets(params, contents, styles, blend, **static)
-    state = _init_state(image, params, targets, solver=solver, **static)
+    image, state = _init_state(image, params, targets, solver=solver, **static)
     jax.block_until_ready((targets, state))
     t_targets = time.perf_counter()
 
@@ -275,25 +278,33 @@ def _optimise(params, contents, styles, blend, init, objective, solver, iteratio
     t_compiled = time.perf_counter()
 
     histories: list[list[float]] = [[] for _ in range(count)]
-    evaluations = np.zeros(count, np.int64)
+    per_step: list[list[int]] = [[] for _ in range(count)]  # evaluations of each iteration
+    evaluations = np.full(count, solver.init_evaluations, np.int64)
     stopped: list[str | None] = [None] * (count - padding) + ["padding"] * padding
     saved = _host(image).reshape((count, *image_shape[-3:]))
+    last: list[dict[str, float] | None] = [None] * count  # terms each last step reported
 
-    def current_terms() -> dict[str, np.ndarray]:
-        values = _terms(_put(saved if batched else saved[0], _spec(image_shape, axis, mesh)),
+    def evaluate(images: np.ndarray) -> list[dict[str, float]]:
+        values = _terms(_put(images if batched else images[0], _spec(image_shape, axis, mesh)),
                         params, targets, **static)
-        return {k: _host(v).reshape(count) for k, v in values.items()}
+        values = {k: _host(v).reshape(count) for k, v in values.items()}
+        return [{k: float(v[i]) for k, v in values.items()} for i in range(count)]
 
     def results() -> list[Result]:
-        terms = current_terms()
+        fresh = None  # evaluated only where no step reported the final image's terms
+        if any(t is None for t in last) or not solver.reports_new_point:
+            fresh = evaluate(saved)
+        received = evaluate(delivered(saved))
         t_end = time.perf_counter()
         out = []
         for i in range(count):
             timings = {"setup_s": t_targets - t0, "compile_s": t_compiled - t_targets,
                        "optimize_s": t_end - t_compiled,
                        "iterations_per_s": len(histories[i]) / max(t_end - t_compiled, 1e-9)}
-            out.append(Result(saved[i], {k: float(v[i]) for k, v in terms.items()},
-                              histories[i], int(evaluations[i]), timings, stopped[i]))
+            terms = fresh[i] if fresh is not None and (
+                last[i] is None or not solver.reports_new_point) else last[i]
+            out.append(Result(saved[i], terms, histories[i], int(evaluations[i]), timings,
+                              stopped[i], received[i], per_step[i]))
         return out
 
     try:
@@ -310,21 +321,25 @@ def _optimise(params, contents, styles, blend, init, objective, solver, iteratio
             values = _host(steps.history).reshape(count, chunk)
             spent = _host(steps.evaluations).reshape(count, chunk)
             host_image = _host(image).reshape(saved.shape)
+            reported = {k: _host(v).reshape(count) for k, v in steps.terms.items()}
             now_stopped, bad_terms = list(stopped), None
             for i in np.flatnonzero(failed >= 0):
                 if bad_terms is None:
-                    bad = _terms(steps.rejected, params, targets, **static)
-                    bad_terms = {k: _host(v).reshape(count) for k, v in bad.items()}
+                    bad_terms = {k: _host(v).reshape(count)
+                                 for k, v in steps.rejected_terms.items()}
                 now_stopped[i] = nan_stop_reason(len(histories[i]) + int(failed[i]),
                                                  {k: v[i] for k, v in bad_terms.items()})
             taken = np.where(failed < 0, todo, failed)
+            now_last = [{k: float(v[i]) for k, v in reported.items()} if taken[i] else last[i]
+                        for i in range(count)]
             # All at once, so that an interrupt sees each image with its own history.
-            histories, evaluations, stopped, saved = (
+            histories, per_step, evaluations, stopped, saved, last = (
                 [h + values[i, :taken[i]].tolist() for i, h in enumerate(histories)],
-                evaluations + spent.sum(axis=1), now_stopped, host_image)
+                [c + spent[i, :taken[i]].tolist() for i, c in enumerate(per_step)],
+                evaluations + spent.sum(axis=1), now_stopped, host_image, now_last)
             on_chunk(histories, saved,
-                     lambda: [{k: float(v[i]) for k, v in current_terms().items()}
-                              for i in range(count)])
+                     lambda last=last, saved=saved:
+                     last if all(t is not None for t in last) else evaluate(saved))
     except KeyboardInterrupt:
         for i in range(count):
             stopped[i] = stopped[i] or f"interrupted after iteration {len(histories[i])}"

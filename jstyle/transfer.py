@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jstyle.objective import Objective, Targets, compute_targets, loss_terms, total_objective
+from jstyle.objective import Objective, Targets, compute_targets, loss_terms, objective_and_terms
 from jstyle.optimize import Solver, run_steps
+from jstyle.preprocessing import delivered
 
 Array = jax.Array
 
@@ -58,14 +59,20 @@ def _terms(image, params, targets, *, objective):
 
 @functools.partial(jax.jit, static_argnames=("objective", "solver"))
 def _init_state(image, params, targets, *, objective, solver):
-    return solver.init(lambda x: total_objective(x, params, targets, objective), image)
+    return solver.init(lambda x: objective_and_terms(x, params, targets, objective), image)
 
 
 @functools.partial(jax.jit, static_argnames=("objective", "solver", "chunk"),
                    donate_argnames=("image", "state"))
 def _run_chunk(image, state, n, params, targets, *, objective, solver, chunk):
-    fun = functools.partial(total_objective, params=params, targets=targets, objective=objective)
+    fun = functools.partial(objective_and_terms, params=params, targets=targets,
+                            objective=objective)
     return run_steps(solver, fun, image, state, n, chunk)
+
+
+def host_terms(terms) -> dict[str, float]:
+    """Loss terms as plain floats."""
+    return {k: float(v) for k, v in terms.items()}
 
 
 #: Compiled optimisation chunks by input shapes and static settings, for this process.
@@ -77,13 +84,19 @@ class Progress(NamedTuple):
 
     iteration: int  # iterations done so far
     image: Array  # the current image
-    terms: dict[str, float]  # loss_terms of the current image
+    terms: dict[str, float]  # loss_terms of the last point the optimiser evaluated
     history: list[float]  # total loss after each iteration of the chunk
+    evaluations: int = 0  # objective evaluations so far
 
 
 class Result(NamedTuple):
     """The optimised image, its loss terms, the loss after every iteration, the number of
-    objective evaluations, timings, and why the run stopped early (if it did)."""
+    objective evaluations, timings, and why the run stopped early (if it did).
+
+    ``terms`` are the optimiser's: eq. 7 of the float image it ended at. ``delivered`` are
+    those of the image a user receives, the 8-bit rounding a PNG stores
+    (:func:`jstyle.preprocessing.delivered`); with the pixels kept in the box the two agree
+    to the rounding's effect."""
 
     image: np.ndarray
     terms: dict[str, float]
@@ -91,6 +104,18 @@ class Result(NamedTuple):
     evaluations: int  # objective-and-gradient evaluations, line searches included
     timings: dict[str, float]
     stopped: str | None = None  # None: all iterations ran
+    delivered: dict[str, float] | None = None  # loss terms of the saved 8-bit image
+    evaluations_history: list[int] | None = None  # evaluations of each iteration
+
+
+def final_terms(image: np.ndarray, last: dict[str, float] | None, solver, evaluate
+                ) -> tuple[dict[str, float], dict[str, float]]:
+    """The optimiser's terms of the final ``image`` -- ``last``, those its last step
+    reported, when the solver reports on the point it moved to; else (Adam, or no step yet)
+    evaluated here -- and the delivered image's, by ``evaluate(image) -> terms``."""
+    if last is None or not getattr(solver, "reports_new_point", False):
+        last = host_terms(evaluate(image))
+    return last, host_terms(evaluate(delivered(image)))
 
 
 class Interrupted(KeyboardInterrupt):
@@ -159,7 +184,7 @@ def stylize(
     masks = None if masks is None else jnp.asarray(masks, jnp.float32)
     targets: Targets = _targets(params, content, style_stack, blend, masks, objective=objective)
     image = initial_image(init, content, style_stack[0], seed)
-    state = _init_state(image, params, targets, objective=objective, solver=solver)
+    image, state = _init_state(image, params, targets, objective=objective, solver=solver)
     jax.block_until_ready((targets, state))
     t_targets = time.perf_counter()
 
@@ -176,12 +201,17 @@ def stylize(
     t_compiled = time.perf_counter()
 
     history: list[float] = []
-    evaluations = 0
+    counts: list[int] = []  # evaluations of each iteration
     stopped = None
     saved = np.asarray(image)  # host copy of the last completed chunk's image
+    last: dict[str, float] | None = None  # the terms the last step reported
+    wasted = 0
+
+    def evaluate(x):
+        return _terms(jnp.asarray(x), params, targets, objective=objective)
 
     def result() -> Result:
-        terms = _terms(jnp.asarray(saved), params, targets, objective=objective)
+        terms, received = final_terms(saved, last, solver, evaluate)
         t_end = time.perf_counter()
         timings = {
             "setup_s": t_targets - t0,
@@ -189,8 +219,9 @@ def stylize(
             "optimize_s": t_end - t_compiled,
             "iterations_per_s": len(history) / max(t_end - t_compiled, 1e-9),
         }
-        return Result(saved, {k: float(v) for k, v in terms.items()}, history, evaluations,
-                      timings, stopped)
+        return Result(saved, terms, history, solver.init_evaluations + sum(counts) + wasted,
+                      timings,
+                      stopped, received, counts)
 
     try:
         while len(history) < iterations and stopped is None:
@@ -203,15 +234,18 @@ def stylize(
             failed = int(steps.failed_at)
             taken = n if failed < 0 else failed
             values, host_image = np.asarray(steps.history[:taken]).tolist(), np.asarray(image)
-            history, saved = history + values, host_image  # together: an interrupt sees both
-            evaluations += int(np.sum(steps.evaluations))
+            spent = np.asarray(steps.evaluations).tolist()  # zero past the steps made
+            wasted += sum(spent[taken:])  # a rejected (non-finite) step's evaluations
+            spent = spent[:taken]
+            terms = host_terms(steps.terms) if taken else last
+            # All at once: an interrupt sees the image with its own history and terms.
+            history, saved, counts, last = history + values, host_image, counts + spent, terms
             if failed >= 0:
-                bad = _terms(steps.rejected, params, targets, objective=objective)
-                stopped = nan_stop_reason(done + failed, bad)
+                stopped = nan_stop_reason(done + failed, host_terms(steps.rejected_terms))
             if on_progress is not None:
-                terms = _terms(image, params, targets, objective=objective)
-                on_progress(Progress(len(history), image,
-                                     {k: float(v) for k, v in terms.items()}, history[done:]))
+                on_progress(Progress(len(history), image, last or host_terms(evaluate(image)),
+                                     history[done:],
+                                     solver.init_evaluations + sum(counts) + wasted))
     except KeyboardInterrupt:
         stopped = f"interrupted after iteration {len(history)}"
         raise Interrupted(result()) from None

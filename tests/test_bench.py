@@ -41,3 +41,55 @@ def test_markdown_report_has_ratios_first_and_failures():
     assert "| 128x96 | 0.50 | n/a | 500 | n/a | 1000 | n/a |" in text
     assert "| ratio jstyle / torch | 0.50 |" in text
     assert "torch_compile: no compiler" in text
+
+
+def test_quality_report_reads_delivered_losses_at_evaluation_counts():
+    from jstyle.bench.quality import at_evaluations, markdown, seconds_to
+
+    points = [{"iteration": i, "evaluations": e, "seconds": s, "loss": d, "delivered": d}
+              for i, (e, s, d) in enumerate([(2, 1.0, 9.0), (49, 5.0, 4.0), (52, 5.5, 3.0),
+                                             (101, 9.0, 2.0), (200, 15.0, 1.0)], start=1)]
+    assert at_evaluations(points, 50) == 4.0  # the last iterate within 50 evaluations
+    assert at_evaluations(points, 100) == 3.0 and at_evaluations(points, 200) == 1.0
+    assert at_evaluations(points, 1) is None
+    assert seconds_to(points, 3.0) == 5.5 and seconds_to(points, 0.5) is None
+    torch = [dict(p, delivered=p["delivered"] * 2) for p in points]
+    torch[3]["iteration"] = 100  # torch's 100th iteration delivers 4.0 after 9 s
+    record = {"machine": {"cpu": "Test CPU", "cores": 2}, "objective": "eq. 7", "memory": 20,
+              "sizes": {"128": {"width": 128, "height": 96, "runs": {
+                  "jstyle backtracking": {"points": points, "noise_ratio": 1.5,
+                                          "range": [0.0, 1.0]},
+                  "scipy L-BFGS-B": {"points": torch, "noise_ratio": 2.0, "range": [0.0, 1.0]},
+                  "torch none": {"points": torch, "noise_ratio": 3.0, "range": [-0.5, 1.5]},
+                  "broken": {"error": "boom"}}}}}
+    text = markdown(record)
+    assert "Test CPU" in text and "failed: boom" in text
+    row = next(line for line in text.splitlines() if line.startswith("| jstyle backtracking"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:4] == ["4", "3", "1"]
+    assert cells[4:6] == ["0.50", "0.50"]  # against scipy at 100 and 200 evaluations
+    assert cells[6] == "5.0 (0.56)"  # reaches torch's 4.0 at 5 s, torch took 9 s
+    assert cells[7:] == ["1.50", "0.00..1.00"]
+
+
+@pytest.mark.slow
+def test_quality_runs_score_the_delivered_images(real_weights):
+    """A tiny quality run of jstyle's solver and of scipy's L-BFGS-B: the same start, each
+    iterate's delivered loss scored, jstyle's image inside the box, evaluations counted."""
+    from jstyle.bench.quality import quality_jax, quality_scipy
+
+    spec = {"height": 24, "width": 32, "memory": 5, "max_evaluations": 8}
+    ours = quality_jax({**spec, "backend": "jstyle", "line_search": "none", "bounds": "box"})
+    theirs = quality_scipy(spec)
+    for run in (ours, theirs):
+        points = run["points"]
+        assert points and all(p["delivered"] > 0 for p in points)
+        assert [p["evaluations"] for p in points] == sorted(p["evaluations"] for p in points)
+        assert points[-1]["delivered"] < points[0]["delivered"]
+        assert run["range"][0] >= 0.0 and run["range"][1] <= 1.0 and run["noise_ratio"] > 0
+    # one evaluation per iteration without a line search, plus the initial one
+    assert [p["evaluations"] for p in ours["points"]] == [p["iteration"] + 1
+                                                         for p in ours["points"]]
+    assert ours["points"][-1]["evaluations"] == 8
+    # the optimiser's loss and the delivered one agree inside the box
+    assert ours["points"][-1]["delivered"] == pytest.approx(ours["points"][-1]["loss"], rel=0.02)

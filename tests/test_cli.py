@@ -312,3 +312,48 @@ def test_coarse_to_fine_run(real_weights, tmp_path, photo):
     record = json.loads(out.with_suffix(".json").read_text())
     assert [s["size"] for s in record["coarse_stages"]] == [32]
     assert Image.open(out).size == (64, 43)
+
+
+def _loss_of_png(path: Path, record: dict) -> float:
+    """Eq. 7 of a saved PNG, recomputed here from its record's config and inputs."""
+    import jax.numpy as jnp
+
+    from jstyle.api import load_cached_weights, objective_and_solver
+    from jstyle.config import resolve
+    from jstyle.inputs import load_inputs
+    from jstyle.objective import compute_targets, loss_terms
+
+    config = resolve(record["config"])
+    weights = load_cached_weights(record["weights"]["path"])
+    objective, _ = objective_and_solver(config, weights.preprocessing)
+    inputs = load_inputs(config, check=lambda h, w: None)
+    targets = compute_targets(weights.params, jnp.asarray(inputs.content),
+                              [jnp.asarray(s) for s in inputs.styles], objective)
+    image = np.asarray(Image.open(path).convert("RGB"), np.float32) / 255.0
+    return float(loss_terms(jnp.asarray(image), weights.params, targets, objective)["total"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+@pytest.mark.parametrize("coarse", [False, True], ids=["one-stage", "coarse-to-fine"])
+def test_the_saved_png_has_the_reported_loss(real_weights, tmp_path, photo, optimizer, coarse):
+    """The loss a run reports is the loss of the image the user gets: the PNG, read back and
+    evaluated afresh, within 1% of the sidecar's final loss; the sidecar's delivered loss is
+    the PNG's exactly; the pixels never left [0, 1], so nothing was clipped."""
+    out = tmp_path / f"{optimizer}.png"
+    args = ["--config", "configs/paper.yaml", "--content", str(photo), "--output", str(out),
+            "--set", "size=64", "--set", "iterations=30", "--set", f"optimizer={optimizer}",
+            "--quiet"]
+    if coarse:
+        args += ["--set", "coarse_sizes=[48]", "--set", "coarse_iterations=10"]
+    proc = jstyle(*args, env={"JSTYLE_WEIGHTS": str(real_weights.path)})
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(out.with_suffix(".json").read_text())
+    png = _loss_of_png(out, record)
+    assert png == pytest.approx(record["losses"]["total"], rel=0.01)
+    assert png == pytest.approx(record["delivered_losses"]["total"], rel=1e-4)
+    assert len(record["evaluations_per_iteration"]) == 30
+    assert record["evaluations"] == sum(record["evaluations_per_iteration"]) + (
+        optimizer == "lbfgs")
+    if coarse:
+        assert record["coarse_stages"][0]["delivered_loss"] > 0

@@ -192,7 +192,7 @@ def test_spatial_shard_loss_gradient_and_lbfgs_equal_one_device():
     # The image, every image-sized L-BFGS buffer and P^l lie in 4 row slices; A^l everywhere.
     assert r["image"] == {"spec": ["height", None, None], "shards": 4,
                           "shard_shape": [8, 24, 3], "replicated": False}
-    assert len(r["state"]) >= 3  # optax keeps the last gradient, s and y histories, ...
+    assert len(r["state"]) >= 3  # L-BFGS keeps the gradient and the s and y histories
     for leaf in r["state"]:
         assert leaf["shards"] == 4 and leaf["spec"][-3] == "height", leaf
         assert leaf["shard_shape"][-3:] == [8, 24, 3], leaf

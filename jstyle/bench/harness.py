@@ -12,7 +12,9 @@ markdown table and writes a JSON file and a PNG plot.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -70,12 +72,46 @@ def _ratio(a: dict, b: dict) -> float | None:
     return None
 
 
+def machine() -> dict[str, Any]:
+    """What every result records of the machine: CPU model and ISA flags, cores, versions."""
+    info: dict[str, Any] = {"platform": platform.platform(), "processor": platform.processor(),
+                            "python": platform.python_version(), "cores": os.cpu_count()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and "cpu" not in info:
+            info["cpu"] = value.strip()
+        if key.strip() == "flags" and "isa" not in info:
+            flags = set(value.split())
+            info["isa"] = sorted(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16",
+                                             "amx_tile", "fma") if f in flags)
+    from importlib import metadata
+
+    for package in ("jax", "jaxlib", "optax", "jaxopt", "torch", "scipy", "numpy"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            info[package] = metadata.version(package)
+    return info
+
+
+def require(modules: list[str]) -> str | None:
+    """None if every module imports; else one line naming the install command."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if not missing:
+        return None
+    return (f"jstyle.bench: error: {', '.join(missing)} needed for this benchmark: "
+            "pip install -e '.[bench]'")
+
+
 def run_benchmarks(args: argparse.Namespace, log) -> dict[str, Any]:
     """Every measurement the command line asks for, as one JSON-ready record."""
     last = deepest(PAPER_CONTENT_LAYERS + PAPER_STYLE_LAYERS)
     record: dict[str, Any] = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "python": platform.python_version()},
+        "machine": machine(),
         "command": " ".join(["python -m jstyle.bench", *sys.argv[1:]]),
         "objective": f"paper: content {PAPER_CONTENT_LAYERS}, style {PAPER_STYLE_LAYERS}, "
                      "avg pooling, float32",
@@ -167,7 +203,7 @@ def markdown(record: dict[str, Any]) -> str:
     lb = record["lbfgs"]
     out += ["", f"| L-BFGS, {lb['size']} px, {lb['iterations']} iterations, memory "
             f"{lb['memory']} | wall s | evaluations | final loss |", "| --- | --- | --- | --- |"]
-    for fw, name in (("jax", "jstyle (optax.lbfgs)"), ("torch", "torch.optim.LBFGS")):
+    for fw, name in (("jax", "jstyle (L-BFGS)"), ("torch", "torch.optim.LBFGS")):
         m = lb[fw]
         out.append(f"| {name} | {_fmt(m.get('seconds'), '.1f')} | {m.get('evaluations', 'n/a')} "
                    f"| {_fmt(m.get('final_loss'), '.4g')} |")
@@ -218,6 +254,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["quality"]:
+        from jstyle.bench.quality import main as quality
+
+        return quality(argv[1:])
     args = parser().parse_args(argv)
     try:
         import torch  # noqa: F401

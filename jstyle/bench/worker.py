@@ -185,7 +185,7 @@ def lbfgs_jax(spec: dict) -> dict:
     from jstyle.transfer import stylize
 
     weights, objective, content, style, noise = _problem(spec["height"], spec["width"])
-    solver = make_solver("lbfgs", lbfgs_backend=spec.get("backend", "optax"),
+    solver = make_solver("lbfgs", lbfgs_backend=spec.get("backend", "jstyle"),
                          lbfgs_memory=spec["memory"])
     result = stylize(weights.params, content, [style], objective, solver,
                      iterations=spec["iterations"], init=noise)
@@ -232,7 +232,18 @@ def memory_jax(spec: dict) -> dict:
             "final_loss": result.terms["total"]}
 
 
+def _quality(kind: str):
+    def run(spec: dict) -> dict:
+        from jstyle.bench import quality
+
+        return getattr(quality, kind)(spec)
+    return run
+
+
 KINDS = {
+    "quality_jax": _quality("quality_jax"),
+    "quality_scipy": _quality("quality_scipy"),
+    "quality_torch": _quality("quality_torch"),
     "eval_jax": eval_jax,
     "eval_torch": eval_torch,
     "matmul_jax": matmul_jax,
