@@ -98,6 +98,7 @@ def coarse_stages(weights, content, styles, init, config: Config, log=None, mask
         result = transfer(weights.params, _resized(content, h, w),
                           [_resized(s, sh, sw) for s in styles], stage, solver,
                           iterations=config.stage_iterations, init=start, seed=config.seed,
+                          noise_amplitude=config.noise_amplitude,
                           style_blend=config.style_blend, masks=_resized_masks(masks, h, w))
         if result.stopped:
             raise JStyleError(f"coarse stage at {size} px stopped: {result.stopped}")
@@ -148,6 +149,7 @@ def run_transfer(weights, inputs, config: Config, *, done: int = 0, resumed=None
     try:
         result = run(weights.params, content, styles, objective, solver,
                      iterations=config.iterations - done, init=init, seed=config.seed,
+                     noise_amplitude=config.noise_amplitude,
                      style_blend=config.style_blend, save_every=config.save_every,
                      on_progress=on_progress)
     except Interrupted as stop:

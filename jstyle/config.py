@@ -23,6 +23,7 @@ from jstyle.errors import JStyleError
 from jstyle.layers import LAYERS, PAPER_CONTENT_LAYERS, PAPER_STYLE_LAYERS, downsampling
 from jstyle.optimize import BOUNDS, LBFGS_BACKENDS, LINE_SEARCHES, OPTIMIZERS
 from jstyle.sharding import MODES as SHARDING_MODES
+from jstyle.transfer import NOISE_AMPLITUDE
 from jstyle.vgg import POOLING
 
 LayerWeights = tuple[tuple[str, float], ...]
@@ -84,6 +85,9 @@ class Config:
     init: str = _key("noise", "starting image: noise (white noise, the paper), content, style, "
                      "or an image path")
     seed: int = _key(0, "random seed of the noise init")
+    noise_amplitude: float = _key(
+        NOISE_AMPLITUDE, "spread of the white-noise start: each value uniform in 0.5 +- "
+        "amplitude/2 (1: uniform in [0, 1]; wider noise survives in the result)")
     content_weight: float = _key(1.0, "alpha of eq. 7")
     style_weight: float = _key(1000.0, "beta of eq. 7 (the paper: alpha/beta = 1e-3)")
     content_layers: LayerWeights = _key(
@@ -273,6 +277,12 @@ def _validate(key: str, value: Any) -> Any:
         return _number(key, value, int, 1)
     if key in ("seed", "save_every"):
         return _number(key, value, int, 0)
+    if key == "noise_amplitude":
+        value = _number(key, value, float, 0.0)
+        if value > 1.0:
+            raise _fail(key, f"must be at most 1 (noise beyond [0, 1] would be clipped), got "
+                        f"{value!r}")
+        return value
     if key in ("learning_rate", "style_scale"):
         return _number(key, value, float, 0.0, strict=True)
     if key in ("content_weight", "style_weight", "tv_weight"):

@@ -393,7 +393,8 @@ def _run_sharded_batch(config: Config, paths: list[str], folder: Path,
                 results = stylize_batch(
                     weights.params, [inputs.content for _, inputs, _ in group],
                     group[0][1].styles, objective, solver, iterations=config.iterations,
-                    init=init, seed=config.seed, style_blend=config.style_blend, mesh=mesh,
+                    init=init, seed=config.seed, noise_amplitude=config.noise_amplitude,
+                    style_blend=config.style_blend, mesh=mesh,
                     on_progress=bar.update_batch)
             except BatchInterrupted as stop:
                 results, interrupted = stop.results, True

@@ -44,6 +44,7 @@ from jstyle.objective import Objective, compute_targets, loss_terms, objective_a
 from jstyle.optimize import Solver, run_steps
 from jstyle.preprocessing import delivered
 from jstyle.transfer import (
+    NOISE_AMPLITUDE,
     Interrupted,
     Progress,
     Result,
@@ -358,8 +359,9 @@ def _style_sharding(shape: tuple[int, ...], mesh: Mesh, batched: bool) -> NamedS
 # --- the two entry points -----------------------------------------------------------------
 
 def _host_init(init: str | np.ndarray, content: np.ndarray, style: np.ndarray,
-               seed: int) -> np.ndarray:
-    return np.asarray(initial_image(init, jnp.asarray(content), jnp.asarray(style), seed))
+               seed: int, noise_amplitude: float) -> np.ndarray:
+    return np.asarray(initial_image(init, jnp.asarray(content), jnp.asarray(style), seed,
+                                    noise_amplitude))
 
 
 def stylize_batch(
@@ -372,6 +374,7 @@ def stylize_batch(
     iterations: int,
     init: str | np.ndarray = "noise",
     seed: int = 0,
+    noise_amplitude: float = NOISE_AMPLITUDE,
     style_blend: Sequence[float] | None = None,
     mesh: Mesh | None = None,
     on_progress: Callable[[BatchProgress], None] | None = None,
@@ -402,7 +405,7 @@ def stylize_batch(
     padded = -count % mesh.size
     styles = [np.asarray(s, np.float32) for s in styles]
     if isinstance(init, str):
-        start = np.stack([_host_init(init, c, styles[0], seed) for c in stack])
+        start = np.stack([_host_init(init, c, styles[0], seed, noise_amplitude) for c in stack])
     else:
         start = np.asarray(init, np.float32)
         if start.shape != stack.shape:
@@ -450,6 +453,7 @@ def stylize_spatial(
     iterations: int,
     init: str | np.ndarray = "noise",
     seed: int = 0,
+    noise_amplitude: float = NOISE_AMPLITUDE,
     style_blend: Sequence[float] | None = None,
     save_every: int = 0,
     on_progress: Callable[[Progress], None] | None = None,
@@ -468,7 +472,7 @@ def stylize_spatial(
     content = np.asarray(content, np.float32)
     check_spatial(content.shape[0], objective, mesh.size)
     styles = [np.asarray(s, np.float32) for s in styles]
-    start = _host_init(init, content, styles[0], seed)
+    start = _host_init(init, content, styles[0], seed, noise_amplitude)
     reported = [0]  # iterations already reported
 
     def on_chunk(histories, images, terms):

@@ -100,6 +100,8 @@ def test_style_path_or_list():
         ({"line_search": "zoom"}, "zoom is not offered by lbfgs_backend jstyle"),
         ({"line_search": "wolfe"}, "must be one of backtracking, none, zoom"),
         ({"bounds": "clip"}, "must be one of box, none"),
+        ({"noise_amplitude": 2}, "must be at most 1"),
+        ({"noise_amplitude": -0.1}, "must be at least 0.0"),
         ({"style_layers": []}, "needs at least one layer"),
         ({"style": [1, 2]}, "expected a path or a list of paths"),
         ({"size": True}, "expected a number"),

@@ -97,6 +97,17 @@ def test_initial_image(rng):
         initial_image(style[:4], content, style, 0)
 
 
+def test_noise_amplitude_is_the_spread_around_grey(rng):
+    content, style, _ = _images(rng)
+    full = np.asarray(initial_image("noise", content, style, 3, noise_amplitude=1.0))
+    quiet = np.asarray(initial_image("noise", content, style, 3, noise_amplitude=0.1))
+    assert full.min() < 0.05 and full.max() > 0.95
+    np.testing.assert_allclose(quiet, 0.5 + 0.1 * (full - 0.5), atol=1e-6)
+    assert quiet.min() >= 0.45 and quiet.max() <= 0.55
+    default = np.asarray(initial_image("noise", content, style, 3))
+    np.testing.assert_array_equal(default, quiet)  # NOISE_AMPLITUDE, as the config's default
+
+
 def test_chunk_size():
     assert chunk_size(1) == 1
     assert chunk_size(100) == 2
