@@ -7,20 +7,13 @@ import pytest
 
 from jstyle import losses
 from jstyle.layers import PAPER_STYLE_LAYERS
-from jstyle.objective import Objective, compute_targets, features, loss_terms, total_objective
+from jstyle.objective import compute_targets, features, loss_terms, total_objective
 from jstyle.optimize import LBFGS, Adam
 from jstyle.preprocessing import CAFFE, TORCHVISION, from_network, to_network
 from jstyle.transfer import chunk_size, initial_image, stylize
+from tests.helpers import PAPER_OBJECTIVE
 
-OBJECTIVE = Objective(
-    content_layers=(("relu4_2", 1.0),),
-    style_layers=tuple((n, 0.2) for n in PAPER_STYLE_LAYERS),
-    content_weight=1.0,
-    style_weight=1e3,
-    tv_weight=0.0,
-    pooling="avg",
-    preprocessing=CAFFE,
-)
+OBJECTIVE = PAPER_OBJECTIVE
 
 
 def _images(rng, h=32, w=48):

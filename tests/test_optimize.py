@@ -6,8 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jstyle.layers import PAPER_STYLE_LAYERS
-from jstyle.objective import Objective, compute_targets, loss_terms
+from jstyle.objective import compute_targets, loss_terms
 from jstyle.optimize import (
     BOX,
     LBFGS,
@@ -18,18 +17,10 @@ from jstyle.optimize import (
     run_steps,
     two_loop,
 )
-from jstyle.preprocessing import CAFFE
 from jstyle.transfer import stylize
+from tests.helpers import PAPER_OBJECTIVE
 
-OBJECTIVE = Objective(
-    content_layers=(("relu4_2", 1.0),),
-    style_layers=tuple((n, 0.2) for n in PAPER_STYLE_LAYERS),
-    content_weight=1.0,
-    style_weight=1e3,
-    tv_weight=0.0,
-    pooling="avg",
-    preprocessing=CAFFE,
-)
+OBJECTIVE = PAPER_OBJECTIVE
 
 
 def _quadratic(center: np.ndarray, scales: np.ndarray):
