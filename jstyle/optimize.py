@@ -146,7 +146,7 @@ class LBFGS:
                            jnp.zeros((), jnp.int32), jnp.ones((), x.dtype))
         return x, state
 
-    def _direction(self, x: Array, state: LBFGSState) -> tuple[Array, Array]:
+    def _direction(self, x: Array, state: LBFGSState) -> Array:
         g = state.grad
         if self.bounds is None:
             free = jnp.ones(x.shape, bool)
@@ -161,10 +161,10 @@ class LBFGS:
         # No curvature yet: a first step of unit length (L-BFGS-B's choice).
         first = state.count == 0
         norm = jnp.sqrt(_vdot(d, d))
-        return jnp.where(first, d / jnp.maximum(norm, 1e-30), d), g_free
+        return jnp.where(first, d / jnp.maximum(norm, 1e-30), d)
 
     def step(self, fun: Fun, x: Array, state: LBFGSState):
-        d, _ = self._direction(x, state)
+        d = self._direction(x, state)
         trial = _project(x + d, self.bounds)
         value, terms, grad = _evaluate(fun, trial)
         evaluations = jnp.ones((), jnp.int32)

@@ -51,6 +51,7 @@ from jstyle.transfer import (
     chunk_size,
     initial_image,
     nan_stop_reason,
+    needs_final_evaluation,
 )
 
 Array = jax.Array
@@ -292,9 +293,8 @@ def _optimise(params, contents, styles, blend, init, objective, solver, iteratio
         return [{k: float(v[i]) for k, v in values.items()} for i in range(count)]
 
     def results() -> list[Result]:
-        fresh = None  # evaluated only where no step reported the final image's terms
-        if any(t is None for t in last) or not solver.reports_new_point:
-            fresh = evaluate(saved)
+        stale = [needs_final_evaluation(t, solver) for t in last]
+        fresh = evaluate(saved) if any(stale) else None  # one pass serves every image
         received = evaluate(delivered(saved))
         t_end = time.perf_counter()
         out = []
@@ -302,8 +302,7 @@ def _optimise(params, contents, styles, blend, init, objective, solver, iteratio
             timings = {"setup_s": t_targets - t0, "compile_s": t_compiled - t_targets,
                        "optimize_s": t_end - t_compiled,
                        "iterations_per_s": len(histories[i]) / max(t_end - t_compiled, 1e-9)}
-            terms = fresh[i] if fresh is not None and (
-                last[i] is None or not solver.reports_new_point) else last[i]
+            terms = fresh[i] if stale[i] else last[i]
             out.append(Result(saved[i], terms, histories[i], int(evaluations[i]), timings,
                               stopped[i], received[i], per_step[i]))
         return out

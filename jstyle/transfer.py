@@ -117,12 +117,18 @@ class Result(NamedTuple):
     evaluations_history: list[int] | None = None  # evaluations of each iteration
 
 
+def needs_final_evaluation(last: dict[str, float] | None, solver) -> bool:
+    """Whether the final image's terms must be evaluated: no step reported any (``last`` is
+    None), or the solver reports on the point a step started from (Adam)."""
+    return last is None or not solver.reports_new_point
+
+
 def final_terms(image: np.ndarray, last: dict[str, float] | None, solver, evaluate
                 ) -> tuple[dict[str, float], dict[str, float]]:
     """The optimiser's terms of the final ``image`` -- ``last``, those its last step
-    reported, when the solver reports on the point it moved to; else (Adam, or no step yet)
-    evaluated here -- and the delivered image's, by ``evaluate(image) -> terms``."""
-    if last is None or not getattr(solver, "reports_new_point", False):
+    reported, unless :func:`needs_final_evaluation` -- and the delivered image's, by
+    ``evaluate(image) -> terms``."""
+    if needs_final_evaluation(last, solver):
         last = host_terms(evaluate(image))
     return last, host_terms(evaluate(delivered(image)))
 
@@ -220,6 +226,9 @@ def stylize(
     def evaluate(x):
         return _terms(jnp.asarray(x), params, targets, objective=objective)
 
+    def evaluations() -> int:  # every evaluation so far, the initial one included
+        return solver.init_evaluations + sum(counts) + wasted
+
     def result() -> Result:
         terms, received = final_terms(saved, last, solver, evaluate)
         t_end = time.perf_counter()
@@ -229,9 +238,7 @@ def stylize(
             "optimize_s": t_end - t_compiled,
             "iterations_per_s": len(history) / max(t_end - t_compiled, 1e-9),
         }
-        return Result(saved, terms, history, solver.init_evaluations + sum(counts) + wasted,
-                      timings,
-                      stopped, received, counts)
+        return Result(saved, terms, history, evaluations(), timings, stopped, received, counts)
 
     try:
         while len(history) < iterations and stopped is None:
@@ -254,8 +261,7 @@ def stylize(
                 stopped = nan_stop_reason(done + failed, host_terms(steps.rejected_terms))
             if on_progress is not None:
                 on_progress(Progress(len(history), image, last or host_terms(evaluate(image)),
-                                     history[done:],
-                                     solver.init_evaluations + sum(counts) + wasted))
+                                     history[done:], evaluations()))
     except KeyboardInterrupt:
         stopped = f"interrupted after iteration {len(history)}"
         raise Interrupted(result()) from None
