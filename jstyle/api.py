@@ -230,7 +230,7 @@ def stylize(
     styles = [] if style is None else list(style) if isinstance(style, (list, tuple)) \
         else [style]
     values = dict(config)
-    from jstyle.transfer import INITS
+    from jstyle.options import INITS
 
     if isinstance(init, str) and init in INITS:  # init="content": the key, not a file
         values["init"], init = init, None

@@ -27,8 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-PRESERVE_COLOR: tuple[str, ...] = ("none", "luminance", "histogram")
-"""The choices of the ``preserve_color`` config key."""
+from jstyle.options import PRESERVE_COLOR
 
 RGB_TO_YIQ: np.ndarray = np.array(
     [

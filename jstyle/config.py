@@ -18,13 +18,19 @@ from typing import Any
 
 import yaml
 
-from jstyle.color import PRESERVE_COLOR
 from jstyle.errors import JStyleError
 from jstyle.layers import LAYERS, PAPER_CONTENT_LAYERS, PAPER_STYLE_LAYERS, downsampling
-from jstyle.optimize import BOUNDS, LBFGS_BACKENDS, LINE_SEARCHES, OPTIMIZERS
-from jstyle.sharding import MODES as SHARDING_MODES
-from jstyle.transfer import NOISE_AMPLITUDE
-from jstyle.vgg import POOLING
+from jstyle.options import (
+    BOUNDS,
+    LBFGS_BACKENDS,
+    LINE_SEARCHES,
+    NOISE_AMPLITUDE,
+    OPTIMIZERS,
+    POOLING,
+    PRESERVE_COLOR,
+    SHARDING_MODES,
+    check_weights_value,
+)
 
 LayerWeights = tuple[tuple[str, float], ...]
 
@@ -199,8 +205,6 @@ def _optional_path(key: str, value: Any) -> str | None:
 
 def _weights(value: Any) -> str | None:
     """A variant name (checked here, before anything loads) or a weights file's path."""
-    from jstyle.weights.store import check_weights_value
-
     text = _optional_path("weights", value)
     if text is not None:
         try:
@@ -348,8 +352,16 @@ def resolve(values: Mapping[str, Any]) -> Config:
     return config
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """The mapping in a YAML config file (safe loader; position of any syntax error)."""
+#: The key by which a YAML config names the config it overrides.
+BASE_KEY = "base"
+
+
+def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping in a YAML config file (safe loader; position of any syntax error).
+
+    A file may name another with ``base: other.yaml`` (relative to its own folder) and state
+    only what differs: the base's keys are read first, this file's win, and a base may have
+    a base of its own."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -371,7 +383,18 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise JStyleError(f"config file {path} must hold a mapping of key: value, not "
                           f"{type(data).__name__}")
-    return data
+    if BASE_KEY not in data:
+        return data
+    base = data.pop(BASE_KEY)
+    if not isinstance(base, str) or not base:
+        raise JStyleError(f"config file {path}: {BASE_KEY} must name a YAML config file, got "
+                          f"{_shown(base)}")
+    base_path = path.parent / base
+    chain = (*_seen, path.resolve())
+    if base_path.resolve() in chain:
+        raise JStyleError(f"config file {path}: {BASE_KEY} {base} leads back to "
+                          f"{base_path}; a config cannot be its own base")
+    return {**read_yaml(base_path, chain), **data}
 
 
 def parse_override(text: str) -> tuple[str, Any]:

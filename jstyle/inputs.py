@@ -20,7 +20,7 @@ from jstyle import default_images
 from jstyle.config import Config
 from jstyle.errors import JStyleError
 from jstyle.images import fit_longest, fitted_size, from_array, read_image, resize_to, to_array
-from jstyle.transfer import INITS
+from jstyle.options import INITS
 
 
 class Inputs(NamedTuple):

@@ -47,16 +47,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jstyle.options import BOUNDS, LBFGS_BACKENDS, LINE_SEARCHES, OPTIMIZERS
+
 Array = jax.Array
 #: The objective as the solvers see it: the image -> (loss, auxiliary terms).
 Fun = Callable[[Array], tuple[Array, Any]]
 
-OPTIMIZERS = ("lbfgs", "adam")
-LBFGS_BACKENDS = ("jstyle", "jaxopt")
-#: Line searches, by backend (the first of each is its default).
-LINE_SEARCHES = {"jstyle": ("backtracking", "none"), "jaxopt": ("zoom", "backtracking", "none")}
-#: ``box``: every pixel kept in [0, 1] (the picture's own range); ``none``: unconstrained.
-BOUNDS = ("box", "none")
 #: The pixel box of ``bounds: box``.
 BOX = (0.0, 1.0)
 

@@ -42,6 +42,7 @@ from jstyle.errors import JStyleError
 from jstyle.layers import deepest, downsampling
 from jstyle.objective import Objective, compute_targets, loss_terms, objective_and_terms
 from jstyle.optimize import Solver, run_steps
+from jstyle.options import SHARDING_MODES
 from jstyle.preprocessing import delivered
 from jstyle.transfer import (
     NOISE_AMPLITUDE,
@@ -56,8 +57,8 @@ from jstyle.transfer import (
 
 Array = jax.Array
 
-#: The ways to run over several devices: none (one device), data parallel, spatial.
-MODES: tuple[str, ...] = ("none", "batch", "spatial")
+#: The ways to run over several devices (none, batch, spatial).
+MODES = SHARDING_MODES
 
 #: Mesh axis of data parallelism (a batch of photos) and of spatial sharding (image rows).
 BATCH_AXIS = "batch"

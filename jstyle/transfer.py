@@ -17,17 +17,11 @@ import numpy as np
 
 from jstyle.objective import Objective, Targets, compute_targets, loss_terms, objective_and_terms
 from jstyle.optimize import Solver, run_steps
+from jstyle.options import INITS, NOISE_AMPLITUDE
 from jstyle.preprocessing import delivered
 
 Array = jax.Array
 
-INITS = ("noise", "content", "style")
-
-#: Spread of the white-noise start: each value uniform in 0.5 +- NOISE_AMPLITUDE / 2. The
-#: paper does not state it. Uniform noise over all of [0, 1] survives in the result where
-#: the network barely sees it (see the README's "Quality": 3x the painting's pixel noise at
-#: 256 px and a higher loss, after 150 iterations); a tenth of that leaves neither.
-NOISE_AMPLITUDE = 0.1
 
 
 def initial_image(

@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 
 from jstyle.layers import CONV_CHANNELS, LAYERS, layer_index
+from jstyle.options import POOLING
 
-POOLING = ("avg", "max")
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 

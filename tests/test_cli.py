@@ -41,6 +41,21 @@ def test_help_explains_every_key():
     assert "--set KEY=VALUE" in proc.stdout
 
 
+HEAVY = ("jax", "jaxlib", "flax", "optax", "jaxopt", "h5py")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--set", "size=0"],
+                                  ["--config", "configs/paper.yaml", "--set", "pooling=min"]])
+def test_help_and_config_errors_import_no_jax(argv):
+    """``--help`` and a bad config answer before JAX (or Flax, optax, h5py) is imported."""
+    code = (f"import sys\nfrom jstyle import run\ntry:\n    code = run.main({argv!r})\n"
+            "except SystemExit as e:\n    code = e.code\n"
+            f"print(code, sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert proc.stdout.strip().splitlines()[-1] in ("0 []", "2 []"), proc.stdout + proc.stderr
+
+
 @pytest.fixture
 def photo(tmp_path: Path) -> Path:
     path = tmp_path / "photo with space é.png"

@@ -205,3 +205,29 @@ def test_sharding_and_remat_keys():
     ]:
         with pytest.raises(JStyleError, match=fragment):
             resolve(values)
+
+
+def test_a_config_states_only_what_differs_from_its_base(tmp_path):
+    """``base:`` reads the named file first (relative to the config's folder); the config's
+    own keys win, and a base may have its own base."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "root.yaml").write_text("size: 300\niterations: 7\npooling: max\n")
+    (tmp_path / "sub" / "middle.yaml").write_text("base: ../root.yaml\niterations: 9\n")
+    (tmp_path / "sub" / "leaf.yaml").write_text("base: middle.yaml\npooling: avg\n")
+    c = resolve(read_yaml(tmp_path / "sub" / "leaf.yaml"))
+    assert (c.size, c.iterations, c.pooling) == (300, 9, "avg")
+    quick = read_yaml(CONFIGS / "quick.yaml")
+    paper = read_yaml(CONFIGS / "paper.yaml")
+    assert {k for k in quick if quick[k] != paper.get(k)} == {
+        "size", "iterations", "style_weight", "output"}
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("base: missing.yaml\n", "config file not found"),
+    ("base: [a.yaml]\n", "base must name a YAML config file"),
+    ("base: loop.yaml\n", "a config cannot be its own base"),
+])
+def test_a_bad_base_is_one_line(tmp_path, text, fragment):
+    (tmp_path / "loop.yaml").write_text(text)
+    with pytest.raises(JStyleError, match=fragment):
+        read_yaml(tmp_path / "loop.yaml")

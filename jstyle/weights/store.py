@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import difflib
 import hashlib
 import os
 from collections.abc import Callable, Mapping
@@ -42,6 +41,14 @@ from jstyle.cache import cache_dir
 from jstyle.errors import JStyleError
 from jstyle.fileio import atomic_path
 from jstyle.layers import CONV_CHANNELS, CONV_LAYERS, relu_of
+from jstyle.options import (  # noqa: F401 - check_weights_value, VARIANTS: re-exported
+    BASE_VARIANT,
+    NORMALIZED_VARIANT,
+    VARIANT_FILES,
+    VARIANTS,
+    check_weights_value,
+    unknown_variant,
+)
 from jstyle.preprocessing import Preprocessing
 
 FORMAT = "jstyle-vgg19"
@@ -60,17 +67,6 @@ PROVENANCE_KEYS: tuple[str, ...] = (
 
 Params = dict[str, dict[str, np.ndarray]]
 
-#: The network as trained (Simonyan & Zisserman).
-BASE_VARIANT = "vgg19"
-#: The paper's normalised network: every filter's mean rectified response is 1 (sec. 2).
-NORMALIZED_VARIANT = "vgg19-normalized"
-#: Each weights variant's file name in the cache folder.
-VARIANT_FILES: dict[str, str] = {
-    BASE_VARIANT: "vgg19-imagenet.h5",
-    NORMALIZED_VARIANT: "vgg19-normalized.h5",
-}
-#: The variant names a config's ``weights`` may give instead of a file path.
-VARIANTS: tuple[str, ...] = tuple(VARIANT_FILES)
 #: The HDF5 group holding a normalised file's per-filter factors.
 FACTORS_GROUP = "normalization_factors"
 
@@ -335,16 +331,6 @@ def default_weights_path() -> Path:
     return cache_dir() / VARIANT_FILES[BASE_VARIANT]
 
 
-def unknown_variant(name: str) -> JStyleError:
-    """The one-line error for a weights variant name jstyle does not know."""
-    close = difflib.get_close_matches(name, VARIANTS, n=1)
-    hint = f" (did you mean {close[0]}?)" if close else ""
-    return JStyleError(
-        f"unknown weights variant {name!r}{hint}; choose one of {', '.join(VARIANTS)}, "
-        f"or give the path of a jstyle weights file (.h5)"
-    )
-
-
 def variant_path(variant: str = BASE_VARIANT) -> Path:
     """Where the weights of ``variant`` live: the base variant's file is
     :func:`default_weights_path`; each other variant's sits beside it, under its name in
@@ -384,17 +370,6 @@ def resolve_weights(
         return ensure_weights(variant=text, log=log)
     check_weights_value(text)
     return ensure_weights(Path(text), log=log)
-
-
-def check_weights_value(text: str) -> None:
-    """Raise :func:`unknown_variant` for a ``weights`` value that reads as a variant name (no
-    folder, no extension) but is neither a variant nor an existing file; a cheap check a
-    config runs before anything loads."""
-    if text in VARIANTS:
-        return
-    path = Path(text).expanduser()
-    if not path.is_file() and "/" not in text and os.sep not in text and not path.suffix:
-        raise unknown_variant(text)
 
 
 def ensure_weights(

@@ -1,0 +1,82 @@
+"""The allowed values of every config key that takes one of a few words, and the defaults
+that more than one layer needs, defined once and importable without JAX.
+
+The modules that implement each choice (:mod:`jstyle.optimize`, :mod:`jstyle.vgg`,
+:mod:`jstyle.color`, :mod:`jstyle.sharding`, :mod:`jstyle.weights`) take their lists from
+here, and :mod:`jstyle.config` reads them here, so that ``python -m jstyle.run --help`` and a
+config error answer before JAX, Flax or optax load.
+
+References:
+  Gatys, Ecker & Bethge, "Image Style Transfer Using Convolutional Neural Networks",
+  CVPR 2016: L-BFGS (sec. 2), average pooling (sec. 2), white-noise start (sec. 3).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+
+from jstyle.errors import JStyleError
+
+#: Optimisers of the image: L-BFGS (the paper's) and Adam.
+OPTIMIZERS: tuple[str, ...] = ("lbfgs", "adam")
+#: Implementations of L-BFGS (:mod:`jstyle.optimize`).
+LBFGS_BACKENDS: tuple[str, ...] = ("jstyle", "jaxopt")
+#: Line searches, by L-BFGS backend (the first of each is its default).
+LINE_SEARCHES: dict[str, tuple[str, ...]] = {
+    "jstyle": ("backtracking", "none"),
+    "jaxopt": ("zoom", "backtracking", "none"),
+}
+#: ``box``: every pixel kept in [0, 1] (the picture's own range); ``none``: unconstrained.
+BOUNDS: tuple[str, ...] = ("box", "none")
+
+#: VGG-19's pooling: average (the paper's) or max (as the network was trained).
+POOLING: tuple[str, ...] = ("avg", "max")
+
+#: Starting images of the optimisation (or an image file).
+INITS: tuple[str, ...] = ("noise", "content", "style")
+#: Spread of the white-noise start: each value uniform in 0.5 +- NOISE_AMPLITUDE / 2. The
+#: paper does not state it. Uniform noise over all of [0, 1] survives in the result where
+#: the network barely sees it (see the README's "Quality"); a tenth of that leaves neither.
+NOISE_AMPLITUDE = 0.1
+
+#: Colour preservation (Gatys et al. 2016, "Preserving Color in Neural Artistic Style
+#: Transfer"): none, luminance-only transfer, or histogram matching of the style first.
+PRESERVE_COLOR: tuple[str, ...] = ("none", "luminance", "histogram")
+
+#: Ways to run over several devices: none (one device), data parallel, spatial.
+SHARDING_MODES: tuple[str, ...] = ("none", "batch", "spatial")
+
+#: The network as trained (Simonyan & Zisserman).
+BASE_VARIANT = "vgg19"
+#: The paper's normalised network: every filter's mean rectified response is 1 (sec. 2).
+NORMALIZED_VARIANT = "vgg19-normalized"
+#: Each weights variant's file name in the cache folder.
+VARIANT_FILES: dict[str, str] = {
+    BASE_VARIANT: "vgg19-imagenet.h5",
+    NORMALIZED_VARIANT: "vgg19-normalized.h5",
+}
+#: The variant names a config's ``weights`` may give instead of a file path.
+VARIANTS: tuple[str, ...] = tuple(VARIANT_FILES)
+
+
+def unknown_variant(name: str) -> JStyleError:
+    """The one-line error for a weights variant name jstyle does not know."""
+    close = difflib.get_close_matches(name, VARIANTS, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return JStyleError(
+        f"unknown weights variant {name!r}{hint}; choose one of {', '.join(VARIANTS)}, "
+        f"or give the path of a jstyle weights file (.h5)"
+    )
+
+
+def check_weights_value(text: str) -> None:
+    """Raise :func:`unknown_variant` for a ``weights`` value that reads as a variant name (no
+    folder, no extension) but is neither a variant nor an existing file; a cheap check a
+    config runs before anything loads."""
+    if text in VARIANTS:
+        return
+    path = Path(text).expanduser()
+    if not path.is_file() and "/" not in text and os.sep not in text and not path.suffix:
+        raise unknown_variant(text)
