@@ -3,12 +3,13 @@
     import jstyle
     out = jstyle.stylize(photo, painting, size=256, iterations=200)
 
-Images go in and come out as numpy arrays or PIL images; no file is written.
+Images go in and come out as numpy arrays or PIL images; no file is written. The run is
+the command line's (:mod:`jstyle.pipeline`); Ctrl-C raises
+:class:`jstyle.engine.Interrupted`, whose ``result`` holds the image so far.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,160 +18,13 @@ from typing import Any, Union
 import numpy as np
 from PIL import Image
 
-from jstyle.config import Config, resolve
+from jstyle.config import resolve
 from jstyle.errors import JStyleError
 
 ImageLike = Union[Image.Image, np.ndarray, str, os.PathLike]  # noqa: UP007 - a runtime alias
 
 #: Keys that are arguments of :func:`stylize` (or, for files, of the command line only).
 NOT_KEYWORDS = ("content", "style", "masks", "output", "save_every")
-
-
-def objective_and_solver(config: Config, preprocessing):
-    """The :class:`jstyle.objective.Objective` and solver a config describes."""
-    from jstyle.objective import Objective
-    from jstyle.optimize import make_solver
-
-    objective = Objective(
-        content_layers=config.content_layers,
-        style_layers=config.style_layers,
-        content_weight=config.content_weight,
-        style_weight=config.style_weight,
-        tv_weight=config.tv_weight,
-        pooling=config.pooling,
-        preprocessing=preprocessing,
-        remat=config.remat,
-    )
-    solver = make_solver(
-        config.optimizer,
-        lbfgs_backend=config.lbfgs_backend,
-        lbfgs_memory=config.lbfgs_memory,
-        learning_rate=config.learning_rate,
-        line_search=config.line_search,
-        bounds=config.bounds,
-    )
-    return objective, solver
-
-
-def _resized(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    import jax
-
-    return np.asarray(jax.image.resize(np.asarray(image, np.float32), (height, width, 3),
-                                       "linear", antialias=True))
-
-
-def _resized_masks(masks: np.ndarray | None, height: int, width: int) -> np.ndarray | None:
-    if masks is None:
-        return None
-    import jax
-
-    return np.asarray(jax.image.resize(np.asarray(masks, np.float32),
-                                       (len(masks), height, width), "linear", antialias=True))
-
-
-def coarse_stages(weights, content, styles, init, config: Config, log=None, masks=None):
-    """Gatys et al. 2017's coarse-to-fine: the transfer at each of ``coarse_sizes`` in turn,
-    each started from the previous result upsampled; returns the last image, at the size of
-    ``content``, to start the full-size stage from, and a record of each stage.
-
-    Eq. 1's content loss grows with the number of pixels while eq. 4's style loss (divided
-    by M^2) does not, so at a smaller size the same alpha/beta favours style. Each coarse
-    stage therefore scales alpha by the ratio of pixel counts, to strike the balance the
-    full-size stage will."""
-    import dataclasses
-
-    from jstyle.images import fitted_size
-    from jstyle.inputs import style_size
-    from jstyle.transfer import stylize as transfer
-
-    objective, solver = objective_and_solver(config, weights.preprocessing)
-    height, width = content.shape[:2]
-    image, stages = init, []
-    for number, size in enumerate(config.coarse_sizes, start=1):
-        w, h = fitted_size(width, height, size)
-        sh, sw = style_size(h, w, config)
-        if log:
-            log(f"jstyle: coarse stage {number}/{len(config.coarse_sizes)}: {w}x{h} px, "
-                f"{config.stage_iterations} iterations")
-        start = image if isinstance(image, str) else _resized(image, h, w)
-        alpha = config.content_weight * (height * width) / (h * w)
-        stage = dataclasses.replace(objective, content_weight=alpha)
-        result = transfer(weights.params, _resized(content, h, w),
-                          [_resized(s, sh, sw) for s in styles], stage, solver,
-                          iterations=config.stage_iterations, init=start, seed=config.seed,
-                          noise_amplitude=config.noise_amplitude,
-                          style_blend=config.style_blend, masks=_resized_masks(masks, h, w))
-        if result.stopped:
-            raise JStyleError(f"coarse stage at {size} px stopped: {result.stopped}")
-        image = result.image
-        stages.append({"size": size, "width": w, "height": h, "content_weight": alpha,
-                       "iterations": len(result.history), "loss": result.terms["total"],
-                       "delivered_loss": result.delivered["total"],
-                       "evaluations": result.evaluations,
-                       "seconds": sum(v for k, v in result.timings.items() if k.endswith("_s"))})
-    return (image if isinstance(image, str) else _resized(image, height, width)), stages
-
-
-def run_transfer(weights, inputs, config: Config, *, done: int = 0, resumed=None,
-                 on_progress=None, log=None):
-    """One transfer as a config describes it, on sized inputs (:mod:`jstyle.inputs`):
-    colour preservation and coarse-to-fine stages around :func:`jstyle.transfer.stylize`.
-    Shared by the command line and :func:`stylize`. ``done``/``resumed``: iterations
-    already made at full size and the image they reached (``--resume``; the coarse stages
-    are then skipped). With ``sharding: spatial`` the full-size stage runs with the image's
-    rows split over every device (:func:`jstyle.sharding.stylize_spatial`). Returns the
-    result -- its image with the content's colours restored when the config asks for it;
-    :class:`jstyle.transfer.Interrupted` carries the same -- and the coarse stages'
-    records."""
-    from jstyle import color
-    from jstyle.cache import enable_compilation_cache
-    from jstyle.transfer import Interrupted
-    from jstyle.transfer import stylize as transfer
-
-    enable_compilation_cache()
-    objective, solver = objective_and_solver(config, weights.preprocessing)
-    content, styles = color.prepare(config.preserve_color, inputs.content, inputs.styles)
-    if resumed is not None:  # saved with the content's colours: back to what was optimised
-        resumed = color.prepare(config.preserve_color, resumed, [])[0]
-
-    def finish(result):
-        return result._replace(image=color.finish(config.preserve_color, result.image,
-                                                  inputs.content))
-
-    init, stages = inputs.init, []
-    if resumed is not None:
-        init = resumed
-    elif config.coarse_sizes:
-        init, stages = coarse_stages(weights, content, styles, inputs.init, config, log,
-                                     inputs.masks)
-    run = functools.partial(transfer, masks=inputs.masks)
-    if config.sharding == "spatial":  # masks are refused with sharding by the config
-        from jstyle.sharding import stylize_spatial as run
-    try:
-        result = run(weights.params, content, styles, objective, solver,
-                     iterations=config.iterations - done, init=init, seed=config.seed,
-                     noise_amplitude=config.noise_amplitude,
-                     style_blend=config.style_blend, save_every=config.save_every,
-                     on_progress=on_progress)
-    except Interrupted as stop:
-        raise Interrupted(finish(stop.result)) from None
-    return finish(result), stages
-
-
-@functools.lru_cache(maxsize=2)
-def _weights(path: str, modified: float):
-    from jstyle.weights import load_weights
-
-    return load_weights(path)
-
-
-def load_cached_weights(path: str | None, log=print):
-    """The weights a config names -- a file, or a variant name such as ``vgg19-normalized``
-    (provisioned on first use) -- loaded once per file version."""
-    from jstyle.weights import resolve_weights
-
-    resolved = resolve_weights(path, log=log)
-    return _weights(str(resolved), resolved.stat().st_mtime)
 
 
 def _pil(image: ImageLike, what: str) -> Image.Image:
@@ -244,8 +98,10 @@ def stylize(
     if init is None and settings.init not in INITS:  # the init key named a file
         init = settings.init
 
+    from jstyle.engine import Interrupted
     from jstyle.inputs import prepare_inputs
     from jstyle.memory import check_memory
+    from jstyle.pipeline import load_cached_weights, run_transfer
     from jstyle.progress import ProgressBar
 
     inputs = prepare_inputs(
@@ -258,8 +114,11 @@ def stylize(
     )
     weights = load_cached_weights(settings.weights)
     with ProgressBar(settings.iterations, disable=not progress) as bar:
-        result, _ = run_transfer(weights, inputs, settings,
-                                 on_progress=bar.update if progress else None)
+        outcome = run_transfer(weights, inputs, settings,
+                               on_progress=bar.update if progress else None)
+    result = outcome.result
+    if outcome.interrupted:
+        raise Interrupted([result])
     if result.stopped:
         raise JStyleError(f"stylize stopped: {result.stopped}")
     image = np.clip(result.image, 0.0, 1.0).astype(np.float32)

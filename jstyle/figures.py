@@ -1,7 +1,7 @@
 """The paper's figures as labelled contact sheets: ``python -m jstyle.figures NAME``.
 
 Each figure is a set of ordinary runs -- one config each, validated by
-:func:`jstyle.config.resolve` and run by :func:`jstyle.api.run_transfer` -- laid out
+:func:`jstyle.config.resolve` and run by :func:`jstyle.pipeline.run_transfer` -- laid out
 by :func:`jstyle.report.grid`, with a JSON sidecar beside the sheet (every panel's
 config, losses and wall time). The figures of Gatys, Ecker & Bethge (CVPR 2016):
 
@@ -19,7 +19,7 @@ Eq. 1's content loss grows with the number of pixels while eq. 4's style loss do
 so a given alpha/beta strikes the paper's balance only at the paper's 512 px: smaller
 images favour style. Unless ``--unscaled`` is given, alpha is therefore multiplied by
 the ratio of pixel counts of the same image at 512 px and at the size run (as the
-coarse stages of :func:`jstyle.api.coarse_stages` do), so that every alpha/beta shown
+coarse stages of :func:`jstyle.pipeline.phases` do), so that every alpha/beta shown
 means what it means in the paper; the sidecar records the factor and each run's alpha.
 """
 
@@ -352,10 +352,10 @@ def render(plan: Plan, base: Config, content: Image.Image | None, styles: Sequen
     import jax
 
     from jstyle import report
-    from jstyle.api import load_cached_weights, run_transfer
     from jstyle.fileio import write_bytes_atomic
     from jstyle.inputs import prepare_inputs
     from jstyle.memory import check_memory
+    from jstyle.pipeline import load_cached_weights, run_transfer
     from jstyle.progress import ProgressBar
 
     started = time.perf_counter()
@@ -394,8 +394,11 @@ def render(plan: Plan, base: Config, content: Image.Image | None, styles: Sequen
             f"{config.iterations} iterations)")
         began = time.perf_counter()
         with ProgressBar(config.iterations, disable=quiet) as bar:
-            result, _ = run_transfer(weights, sized._replace(init=config.init), config,
-                                     on_progress=bar.update)
+            outcome = run_transfer(weights, sized._replace(init=config.init), config,
+                                   on_progress=bar.update)
+        if outcome.interrupted:
+            raise KeyboardInterrupt  # the sheet is drawn from finished panels only
+        result = outcome.result
         frames[cell.row, cell.column] = np.clip(result.image, 0.0, 1.0)
         config_record = config.to_dict()
         del config_record["output"]  # the panel is drawn into the sheet, not written alone

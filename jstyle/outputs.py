@@ -1,22 +1,26 @@
 """What a run leaves on disk, and how an interrupted run is picked up again.
 
 Beside ``out.png`` a run writes ``out.json`` (its record: resolved config, losses,
-history, timings, ...). A run that stops early also writes ``out.resume.npy``,
-the unclipped float32 image, and marks the record ``incomplete``; ``--resume``
-continues from it. Every file is written atomically.
+history, timings, ...). A run that stops early also writes ``out.resume.npz`` -- the
+phase it stopped in, its iterations there, the float32 image it had reached and the
+optimiser's state (the L-BFGS history included), in a versioned format -- and marks the
+record ``incomplete``; ``--resume`` continues from it exactly. Every file is written
+atomically.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import platform
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from jstyle.errors import JStyleError
-from jstyle.fileio import atomic_path, write_bytes_atomic
+from jstyle.fileio import write_bytes_atomic
 from jstyle.images import save_png
 
 
@@ -70,21 +74,55 @@ def write_report(output: Path, record: dict[str, Any], image: np.ndarray) -> Non
 
 
 def resume_path(output: Path) -> Path:
-    """``out.png`` -> ``out.resume.npy``: the exact image an incomplete run stopped at."""
+    """``out.png`` -> ``out.resume.npz``: where an incomplete run stopped, exactly."""
+    return output.with_suffix(".resume.npz")
+
+
+def _legacy_resume_path(output: Path) -> Path:
+    """``out.resume.npy``: jstyle 0.2's resume file (the full-size image only)."""
     return output.with_suffix(".resume.npy")
 
 
-def write_outputs(output: Path, image: np.ndarray, record: dict[str, Any]) -> None:
+#: The resume file's format name and version (a file of another version is refused).
+RESUME_FORMAT = "jstyle-resume"
+RESUME_VERSION = 1
+
+
+class SavedPoint(NamedTuple):
+    """The contents of a resume file: phase (index into the run's phases), iterations done
+    in it, the image there (the phase's size, the colours optimised), and the optimiser's
+    state as leaves and their structure (None: restart the optimiser from the image)."""
+
+    phase: int
+    done: int
+    image: np.ndarray
+    leaves: list[np.ndarray] | None
+    structure: str | None
+
+
+def _resume_bytes(point: SavedPoint) -> bytes:
+    meta = {"format": RESUME_FORMAT, "version": RESUME_VERSION, "phase": point.phase,
+            "done": point.done, "structure": point.structure,
+            "leaves": None if point.leaves is None else len(point.leaves)}
+    arrays = {"image": np.asarray(point.image, np.float32),
+              "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
+    for i, leaf in enumerate(point.leaves or []):
+        arrays[f"state_{i}"] = np.asarray(leaf)
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=False, **arrays)
+    return buffer.getvalue()
+
+
+def write_outputs(output: Path, image: np.ndarray, record: dict[str, Any],
+                  resume: SavedPoint | None = None) -> None:
     """The PNG (its config in a text chunk), the JSON record and, for an incomplete run,
-    the float image to resume from (removed again once a run completes)."""
+    the resume file (removed again once a run completes)."""
     save_png(output, image, {"jstyle:config": json.dumps(record["config"])})
-    if record.get("incomplete"):
-        buffer = io.BytesIO()
-        np.save(buffer, np.asarray(image, np.float32), allow_pickle=False)
-        with atomic_path(resume_path(output)) as tmp:
-            tmp.write_bytes(buffer.getvalue())
+    if record.get("incomplete") and resume is not None:
+        write_bytes_atomic(resume_path(output), _resume_bytes(resume))
     else:
         resume_path(output).unlink(missing_ok=True)
+    _legacy_resume_path(output).unlink(missing_ok=True)
     write_bytes_atomic(sidecar_path(output), json.dumps(record, indent=2).encode())
 
 
@@ -104,9 +142,9 @@ def config_from_image(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def read_resume(output: Path, config: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
-    """The image and record of the interrupted run at ``output``, which must have been made
-    with the same ``config`` (as :meth:`jstyle.config.Config.to_dict` gives it)."""
+def read_resume(output: Path, config: dict[str, Any]) -> tuple[SavedPoint, dict[str, Any]]:
+    """Where the interrupted run at ``output`` stopped, and its record; it must have been
+    made with the same ``config`` (as :meth:`jstyle.config.Config.to_dict` gives it)."""
     sidecar = sidecar_path(output)
     try:
         record = json.loads(sidecar.read_text(encoding="utf-8"))
@@ -121,8 +159,80 @@ def read_resume(output: Path, config: dict[str, Any]) -> tuple[np.ndarray, dict[
         changed = sorted(k for k in config if record.get("config", {}).get(k) != config[k])
         raise JStyleError(f"{sidecar} was made with other settings ({', '.join(changed)}); "
                           "resume with the same config and options")
+    path = resume_path(output)
+    if not path.exists() and _legacy_resume_path(output).exists():  # jstyle 0.2: the image
+        try:
+            image = np.load(_legacy_resume_path(output), allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise JStyleError(f"cannot read {_legacy_resume_path(output)} to resume: {e}") \
+                from None
+        return SavedPoint(len(config.get("coarse_sizes") or []), len(record["history"]),
+                          image, None, None), record
+    fix = "start the run again without --resume"
     try:
-        image = np.load(resume_path(output), allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise JStyleError(f"cannot read {resume_path(output)} to resume: {e}") from None
-    return image, record
+        with np.load(path, allow_pickle=False) as saved:
+            meta = json.loads(saved["meta"].tobytes().decode())
+            if meta.get("format") != RESUME_FORMAT or meta.get("version") != RESUME_VERSION:
+                raise JStyleError(f"{path} is not a jstyle resume file of version "
+                                  f"{RESUME_VERSION}; {fix}")
+            leaves = None if meta["leaves"] is None else \
+                [saved[f"state_{i}"] for i in range(meta["leaves"])]
+            point = SavedPoint(int(meta["phase"]), int(meta["done"]), saved["image"], leaves,
+                               meta["structure"])
+    except FileNotFoundError:
+        raise JStyleError(f"cannot resume: {path} is missing; {fix}") from None
+    except (OSError, ValueError, KeyError) as e:
+        raise JStyleError(f"cannot read {path} to resume ({e}); {fix}") from None
+    return point, record
+
+
+def peak_rss_bytes() -> int | None:
+    """This process's peak resident memory so far (None where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_record(config, inputs, weights, result, stages: list, history: list[float],
+               terms_history: list[dict], evaluations: int, estimate: int,
+               started: float) -> dict[str, Any]:
+    """The JSON sidecar of one output: its config, inputs, losses, timings and environment."""
+    import jax
+
+    from jstyle import __version__
+
+    height, width = inputs.content.shape[:2]
+    record = {
+        "jstyle_version": __version__,
+        "config": config.to_dict(),
+        "inputs": inputs.sources,
+        "size": {"height": height, "width": width},
+        "losses": result.terms,
+        # eq. 7 of the PNG as saved (8-bit); "losses" are the optimiser's, of its float image
+        "delivered_losses": result.delivered,
+        "history": history,
+        "terms_history": terms_history,
+        "coarse_stages": stages,
+        "evaluations": evaluations,
+        "evaluations_per_iteration": result.evaluations_history,
+        "timings": {**result.timings, "total_s": time.perf_counter() - started},
+        "memory": {"estimate_bytes": estimate, "peak_rss_bytes": peak_rss_bytes()},
+        "jax": {
+            "version": jax.__version__,
+            "backend": jax.default_backend(),
+            "devices": [str(d) for d in jax.devices()],
+            "processes": jax.process_count(),
+        },
+        "python": platform.python_version(),
+        "weights": {"path": str(weights.path), "sha256": weights.sha256,
+                    "params_sha256": weights.params_sha256, "source": weights.source,
+                    "variant": weights.variant,
+                    **({"calibration": weights.normalization.calibration}
+                       if weights.normalization else {})},
+    }
+    if config.preserve_color == "luminance":  # the PNG recombines it with the photo's colours
+        record["delivered_losses_note"] = ("of the optimised image in 8 bits, before the "
+                                           "content's colours were restored")
+    return record

@@ -7,12 +7,11 @@ import sys
 
 from tqdm import tqdm
 
-from jstyle.sharding import BatchProgress
-from jstyle.transfer import Progress
+from jstyle.engine import BatchProgress, Progress
 
 
 class ProgressBar:
-    """A tqdm bar fed by :class:`jstyle.transfer.Progress` reports (one per compiled chunk)."""
+    """A tqdm bar fed by :class:`jstyle.engine.Progress` reports (one per compiled chunk)."""
 
     def __init__(self, iterations: int, initial: int = 0, disable: bool = False) -> None:
         self._bar = tqdm(total=iterations, initial=initial, unit="it", disable=disable,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import signal
 import sys
 import time
@@ -159,8 +158,20 @@ def guarded(body: Callable[[], int], debug: bool, interrupted: str) -> int:
 
 
 def _terminate(signum, frame) -> None:
-    """SIGINT and SIGTERM become KeyboardInterrupt: the run saves what it has, then exits."""
-    raise KeyboardInterrupt
+    """SIGINT and SIGTERM: during a transfer, a stop at the end of the current chunk of
+    iterations (the run saves what it has, then exits 130) -- a second one quits at once,
+    saving nothing; before a transfer starts, KeyboardInterrupt."""
+    import os
+
+    engine = sys.modules.get("jstyle.engine")  # loaded once a transfer can run
+    if engine is None or not engine.running():
+        raise KeyboardInterrupt
+    if engine.stop_requested():
+        print("jstyle: interrupted again: quitting without saving", file=sys.stderr, flush=True)
+        os._exit(130)
+    engine.request_stop(signum)
+    print("jstyle: stopping at the end of this chunk of iterations, then saving (interrupt "
+          "again to quit without saving)", file=sys.stderr, flush=True)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -213,14 +224,7 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
 
     from jstyle import outputs
 
-    done, history, evaluations, terms_history, earlier_counts = 0, [], 0, [], []
-    resumed = None
-    if resume:
-        resumed, previous = outputs.read_resume(output, config.to_dict())
-        done = len(previous["history"])
-        history, evaluations = previous["history"], previous.get("evaluations", 0)
-        terms_history = previous.get("terms_history", [])
-        earlier_counts = previous.get("evaluations_per_iteration") or []
+    saved, previous = outputs.read_resume(output, config.to_dict()) if resume else (None, {})
 
     # Inputs before anything heavy: a bad path fails in a second, not after compiling.
     from jstyle.inputs import load_inputs
@@ -229,33 +233,43 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
     estimates = []  # the memory check's estimate, made before anything is resized
     inputs = load_inputs(config, check=lambda h, w: estimates.append(check_memory(h, w, config)))
     height, width = inputs.content.shape[:2]
-    if resumed is not None and resumed.shape != inputs.content.shape:
-        raise JStyleError(f"{outputs.resume_path(output)} holds a {resumed.shape[1]}x"
-                          f"{resumed.shape[0]} image, not {width}x{height}; resume with the "
-                          "same inputs and size")
+    from jstyle import pipeline
+
+    plan = pipeline.phases(config, height, width)
+    if saved is not None:
+        phase = plan[saved.phase] if 0 <= saved.phase < len(plan) else None
+        if phase is None or saved.image.shape != (phase.height, phase.width, 3):
+            raise JStyleError(f"{outputs.resume_path(output)} does not fit this run (another "
+                              f"size or coarse_sizes); resume with the same inputs and size")
 
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    estimate = estimates[0]
-
-    from jstyle.api import load_cached_weights, run_transfer
-
-    weights = load_cached_weights(config.weights, log=log)
+    weights = pipeline.load_cached_weights(config.weights, log=log)
 
     import jax
 
     if config.sharding == "spatial":  # before compiling: the rows must split evenly
-        from jstyle.api import objective_and_solver
         from jstyle.sharding import check_spatial
 
-        check_spatial(height, objective_and_solver(config, weights.preprocessing)[0],
+        check_spatial(height, pipeline.objective_and_solver(config, weights.preprocessing)[0],
                       jax.device_count())
-    quiet = args.quiet or jax.process_index() != 0  # one host reports and writes
+    point = None if saved is None else _resume_point(saved, previous, weights, inputs, config,
+                                                     plan, output)
+    full = plan[-1]
+    done = point.done if point is not None and point.phase == full.index else 0
+    history = list(previous.get("history", [])) if done else []
+    terms_history = list(previous.get("terms_history", [])) if done else []
+    earlier_counts = list(previous.get("evaluations_per_iteration") or []) if done else []
+    evaluations = previous.get("evaluations", 0) if done else 0
+
+    writer = jax.process_index() == 0  # one host reports and writes
+    quiet = args.quiet or not writer
     from jstyle.images import save_png
     from jstyle.progress import ProgressBar
-    from jstyle.transfer import Interrupted
+
+    where = "" if point is None else \
+        f" (resuming {plan[point.phase].name} after iteration {point.done})"
     log(f"jstyle: {width}x{height} px, {config.iterations} iterations of {config.optimizer}"
-        f"{f' (resuming after {done})' if resumed is not None else ''}, on "
-        f"{jax.default_backend()}, about {estimate / 2**30:.1f} GiB of memory")
+        f"{where}, on {jax.default_backend()}, about {estimates[0] / 2**30:.1f} GiB of memory")
 
     def on_progress(progress) -> None:
         iteration = done + progress.iteration
@@ -263,82 +277,70 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
         terms_history.append({"iteration": iteration, **{
             k: progress.terms[k] for k in ("total", "content", "style", "tv")}})
         if config.save_every and iteration % config.save_every == 0 \
-                and iteration < config.iterations and jax.process_index() == 0:
+                and iteration < config.iterations and writer:
             save_png(outputs.frame_path(output, iteration), progress.image)
 
-    interrupted = False
     with ProgressBar(config.iterations, initial=done, disable=quiet) as bar:
-        try:
-            result, stages = run_transfer(weights, inputs, config, done=done, resumed=resumed,
-                                          on_progress=on_progress, log=bar.write)
-        except Interrupted as stop:
-            result, stages, interrupted = stop.result, [], True
-
+        outcome = pipeline.run_transfer(weights, inputs, config, resume=point,
+                                        on_progress=on_progress, log=bar.write)
+    result = outcome.result
     history = history + result.history
     result = result._replace(evaluations_history=earlier_counts
                              + list(result.evaluations_history or []))
-    record = _record(config, inputs, weights, result, stages, history, terms_history,
-                     evaluations + result.evaluations, estimate, started)
-    return _finish(output, result, record, interrupted, log)
+    record = outputs.run_record(config, inputs, weights, result, outcome.stages, history,
+                                terms_history, evaluations + result.evaluations, estimates[0],
+                                started)
+    resume_at = None
+    if outcome.resume is not None:
+        record["incomplete"] = {"reason": result.stopped, "iteration": len(history),
+                                "phase": outcome.phase.index, "phase_name": outcome.phase.name}
+        resume_at = _saved_point(outcome.resume)
+    return _finish(output, result, record, outcome.interrupted, log, resume_at)
 
 
-def _record(config: Config, inputs, weights, result, stages: list, history: list[float],
-            terms_history: list[dict], evaluations: int, estimate: int,
-            started: float) -> dict[str, Any]:
-    """The JSON sidecar of one output: its config, inputs, losses, timings and environment."""
-    import jax
+def _resume_point(saved, previous: dict, weights, inputs, config: Config, plan, output: Path):
+    """The :class:`jstyle.pipeline.ResumePoint` of a resume file, its optimiser state
+    checked against this run's."""
+    from jstyle import engine, outputs, pipeline
 
-    height, width = inputs.content.shape[:2]
-    record = {
-        "jstyle_version": __version__,
-        "config": config.to_dict(),
-        "inputs": inputs.sources,
-        "size": {"height": height, "width": width},
-        "losses": result.terms,
-        # eq. 7 of the PNG as saved (8-bit); "losses" are the optimiser's, of its float image
-        "delivered_losses": result.delivered,
-        "history": history,
-        "terms_history": terms_history,
-        "coarse_stages": stages,
-        "evaluations": evaluations,
-        "evaluations_per_iteration": result.evaluations_history,
-        "timings": {**result.timings, "total_s": time.perf_counter() - started},
-        "memory": {"estimate_bytes": estimate, "peak_rss_bytes": _peak_rss_bytes()},
-        "jax": {
-            "version": jax.__version__,
-            "backend": jax.default_backend(),
-            "devices": [str(d) for d in jax.devices()],
-            "processes": jax.process_count(),
-        },
-        "python": platform.python_version(),
-        "weights": {"path": str(weights.path), "sha256": weights.sha256,
-                    "params_sha256": weights.params_sha256, "source": weights.source,
-                    "variant": weights.variant,
-                    **({"calibration": weights.normalization.calibration}
-                       if weights.normalization else {})},
-    }
-    if config.preserve_color == "luminance":  # the PNG recombines it with the photo's colours
-        record["delivered_losses_note"] = ("of the optimised image in 8 bits, before the "
-                                           "content's colours were restored")
-    if result.stopped:
-        record["incomplete"] = {"reason": result.stopped, "iteration": len(history)}
-    return record
+    state = None
+    if saved.leaves is not None:
+        phase = plan[saved.phase]
+        try:
+            state = engine.state_from_leaves(
+                pipeline.state_template(weights, inputs, config, phase), saved.leaves,
+                saved.structure)
+        except ValueError as e:
+            raise JStyleError(f"cannot resume from {outputs.resume_path(output)}: {e}; start "
+                              "the run again without --resume") from None
+    return pipeline.ResumePoint(saved.phase, saved.image, state, saved.done,
+                                list(previous.get("coarse_stages", [])))
 
 
-def _finish(output: Path, result, record: dict[str, Any], interrupted: bool, log) -> int:
-    """Write one output (process 0 of a multi-host run only) and say how it ended."""
+def _saved_point(point):
+    """A :class:`jstyle.pipeline.ResumePoint` as the resume file stores it."""
+    from jstyle import engine, outputs
+
+    leaves, structure = (None, None) if point.state is None else \
+        engine.state_leaves(point.state)
+    return outputs.SavedPoint(point.phase, point.done, point.image, leaves, structure)
+
+
+def _finish(output: Path, result, record: dict[str, Any], interrupted: bool, log,
+            resume=None) -> int:
+    """Write one output and say how it ended (process 0 of a multi-host run only)."""
     import jax
 
     from jstyle import outputs
 
-    if jax.process_index() == 0:
-        outputs.write_outputs(output, result.image, record)
-        outputs.write_report(output, record, result.image)
+    if jax.process_index() != 0:  # the others ran the same program and agree
+        return 130 if interrupted else 1 if result.stopped else 0
+    outputs.write_outputs(output, result.image, record, resume)
+    outputs.write_report(output, record, result.image)
     side = outputs.sidecar_path(output)
-    iteration = len(record["history"])
     if interrupted:
-        print(f"jstyle: interrupted after iteration {iteration}; saved {output} and {side}; "
-              "continue with the same command and --resume", file=sys.stderr)
+        print(f"jstyle: {result.stopped}; saved {output} and {side}; continue with the same "
+              "command and --resume", file=sys.stderr)
         return 130
     if result.stopped:
         print(f"jstyle: stopped: {result.stopped}; saved {output} and {side}", file=sys.stderr)
@@ -351,10 +353,10 @@ def _finish(output: Path, result, record: dict[str, Any], interrupted: bool, log
 def _run_sharded_batch(config: Config, paths: list[str], folder: Path,
                        args: argparse.Namespace, log) -> int:
     """A batch with ``sharding: batch``: each group of same-sized photos optimised at once,
-    the group split over every device (:func:`jstyle.sharding.stylize_batch`)."""
-    if args.resume:
-        raise JStyleError("--resume continues one image at a time; drop --resume, or set "
-                          "sharding: none to resume the batch image by image")
+    the group split over every device (:func:`jstyle.sharding.stylize_batch`); with
+    ``--resume``, the finished photos are skipped and the interrupted ones continue from
+    their saved optimiser states."""
+    from jstyle import outputs, pipeline
     from jstyle.inputs import load_inputs
     from jstyle.memory import check_memory
 
@@ -363,57 +365,108 @@ def _run_sharded_batch(config: Config, paths: list[str], folder: Path,
     for path in paths:  # every input checked before anything compiles
         item = dataclasses.replace(config, content=path,
                                    output=str(folder / f"{Path(path).stem}.png"))
-        check_output(Path(item.output), [path, *item.style, item.init])
+        output = Path(item.output)
+        check_output(output, [path, *item.style, item.init])
+        saved, previous = None, {}
+        status = _recorded_state(outputs.sidecar_path(output)) if args.resume else None
+        if status == "complete":
+            log(f"jstyle: {path} is done ({item.output})")
+            continue
+        if status == "incomplete":
+            saved, previous = outputs.read_resume(output, item.to_dict())
         estimates: list[int] = []
         inputs = load_inputs(item, check=lambda h, w, e=estimates, c=item:
                              e.append(check_memory(h, w, c)))
-        items.append((item, inputs, estimates[0]))
-    from jstyle.api import load_cached_weights, objective_and_solver
+        if saved is not None and saved.image.shape != inputs.content.shape:
+            raise JStyleError(f"{outputs.resume_path(output)} does not fit this run (another "
+                              "size); resume with the same inputs and size")
+        items.append((item, inputs, estimates[0], saved, previous))
+    if not items:
+        return 0
+    weights = pipeline.load_cached_weights(config.weights, log=log)
+    objective, solver = pipeline.objective_and_solver(config, weights.preprocessing)
+    import jax
 
-    weights = load_cached_weights(config.weights, log=log)
-    objective, solver = objective_and_solver(config, weights.preprocessing)
+    from jstyle import engine
     from jstyle.cache import enable_compilation_cache
+    from jstyle.images import save_png
     from jstyle.progress import ProgressBar
-    from jstyle.sharding import BatchInterrupted, make_mesh, stylize_batch
+    from jstyle.sharding import make_mesh, stylize_batch
 
     enable_compilation_cache()
     mesh = make_mesh("batch")
-    groups: dict[tuple[int, ...], list] = {}
+    writer = jax.process_index() == 0
+    groups: dict[tuple, list] = {}  # same size, and all fresh or all resumed
     for entry in items:
-        groups.setdefault(entry[1].content.shape, []).append(entry)
+        groups.setdefault((entry[1].content.shape, entry[3] is not None), []).append(entry)
     codes = []
-    for shape, group in groups.items():
+    for (shape, resumed), group in groups.items():
         log(f"jstyle: {len(group)} image(s) of {shape[1]}x{shape[0]} px over {mesh.size} "
-            f"device(s), {config.iterations} iterations of {config.optimizer}")
-        inits = [inputs.init for _, inputs, _ in group]
-        init = inits[0] if isinstance(inits[0], str) else np.stack(inits)
+            f"device(s), {config.iterations} iterations of {config.optimizer}"
+            f"{' (resuming)' if resumed else ''}")
+        states = offsets = None
+        if resumed:
+            phase = pipeline.phases(config, shape[0], shape[1])[-1]
+            template = pipeline.state_template(weights, group[0][1], config, phase)
+            states, offsets = [], []
+            for item, _, _, saved, _ in group:
+                if saved.leaves is None:
+                    raise JStyleError(f"{item.output} stopped without an optimiser state (a "
+                                      "non-finite loss); resume it with sharding: none")
+                try:
+                    states.append(engine.state_from_leaves(template, saved.leaves,
+                                                           saved.structure))
+                except ValueError as e:
+                    raise JStyleError(f"cannot resume from "
+                                      f"{outputs.resume_path(Path(item.output))}: {e}") from None
+                offsets.append(saved.done)
+            init = np.stack([saved.image for *_, saved, _ in group])
+        else:
+            inits = [inputs.init for _, inputs, *_ in group]
+            init = inits[0] if isinstance(inits[0], str) else np.stack(inits)
+
+        def on_progress(progress, group=group):
+            progress_bar.update_batch(progress)
+            if not (config.save_every and writer):
+                return
+            for (item, *_), image, done in zip(group, progress.images, progress.iterations,
+                                               strict=True):
+                if done % config.save_every == 0 and 0 < done < config.iterations:
+                    save_png(outputs.frame_path(Path(item.output), done), image)
+
         interrupted = False
-        with ProgressBar(config.iterations, disable=args.quiet) as bar:
+        first = min(offsets) if offsets else 0
+        with ProgressBar(config.iterations, initial=first, disable=args.quiet or not writer) \
+                as progress_bar:
             try:
                 results = stylize_batch(
-                    weights.params, [inputs.content for _, inputs, _ in group],
+                    weights.params, [inputs.content for _, inputs, *_ in group],
                     group[0][1].styles, objective, solver, iterations=config.iterations,
                     init=init, seed=config.seed, noise_amplitude=config.noise_amplitude,
-                    style_blend=config.style_blend, mesh=mesh,
-                    on_progress=bar.update_batch)
-            except BatchInterrupted as stop:
+                    style_blend=config.style_blend, mesh=mesh, save_every=config.save_every,
+                    states=states, offsets=offsets, on_progress=on_progress)
+            except engine.Interrupted as stop:
                 results, interrupted = stop.results, True
-        for (item, inputs, estimate), result in zip(group, results, strict=True):
-            record = _record(item, inputs, weights, result, [], result.history, [],
-                             result.evaluations, estimate, started)
+        for (item, inputs, estimate, _, previous), result in zip(group, results, strict=True):
+            history = list(previous.get("history", [])) + result.history
+            counts = list(previous.get("evaluations_per_iteration") or []) \
+                + list(result.evaluations_history or [])
+            record = outputs.run_record(item, inputs, weights,
+                                        result._replace(evaluations_history=counts), [],
+                                        history, [], previous.get("evaluations", 0)
+                                        + result.evaluations, estimate, started)
             record["sharding"] = {"mode": "batch", "devices": mesh.size, "batch": len(group)}
-            codes.append(_finish(Path(item.output), result, record, interrupted, log))
+            point = None
+            if result.stopped:
+                record["incomplete"] = {"reason": result.stopped, "iteration": len(history),
+                                        "phase": 0, "phase_name": "full size"}
+                leaves, structure = (None, None) if result.state is None else \
+                    engine.state_leaves(result.state)
+                point = outputs.SavedPoint(0, len(history), result.image, leaves, structure)
+            codes.append(_finish(Path(item.output), result, record, interrupted, log, point))
         if interrupted:
             return 130
     return max(codes, default=0)
-
-
-def _peak_rss_bytes() -> int | None:
-    try:
-        import resource
-    except ImportError:  # not on Windows
-        return None
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 if __name__ == "__main__":

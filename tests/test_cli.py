@@ -333,10 +333,10 @@ def _loss_of_png(path: Path, record: dict) -> float:
     """Eq. 7 of a saved PNG, recomputed here from its record's config and inputs."""
     import jax.numpy as jnp
 
-    from jstyle.api import load_cached_weights, objective_and_solver
     from jstyle.config import resolve
     from jstyle.inputs import load_inputs
     from jstyle.objective import compute_targets, loss_terms
+    from jstyle.pipeline import load_cached_weights, objective_and_solver
 
     config = resolve(record["config"])
     weights = load_cached_weights(record["weights"]["path"])

@@ -174,15 +174,17 @@ def test_a_style_image_of_another_size_is_compared_per_position(random_params, r
 def test_coarse_to_fine_stages(random_params, rng):
     import types
 
-    from jstyle.api import coarse_stages
     from jstyle.config import resolve
+    from jstyle.inputs import Inputs
+    from jstyle.pipeline import run_transfer
 
     weights = types.SimpleNamespace(params=random_params, preprocessing=CAFFE)
     content = rng.random((48, 64, 3), dtype=np.float32)
     style = rng.random((48, 64, 3), dtype=np.float32)
     config = resolve({"size": 64, "coarse_sizes": [32, 48], "coarse_iterations": 2,
-                      "optimizer": "adam"})
-    image, stages = coarse_stages(weights, content, [style], "noise", config)
+                      "iterations": 1, "optimizer": "adam"})
+    outcome = run_transfer(weights, Inputs(content, [style], "noise", {}), config)
+    image, stages = outcome.result.image, outcome.stages
     assert image.shape == content.shape and np.isfinite(image).all()
     assert [(s["width"], s["height"], s["iterations"]) for s in stages] == [(32, 24, 2),
                                                                            (48, 36, 2)]

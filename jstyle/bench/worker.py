@@ -214,7 +214,7 @@ def memory_jax(spec: dict) -> dict:
     iteration (the peak RSS is added by :func:`main`)."""
     import dataclasses
 
-    from jstyle import transfer
+    from jstyle import engine, transfer
     from jstyle.config import Config
     from jstyle.memory import estimate_bytes
     from jstyle.optimize import make_solver
@@ -223,7 +223,7 @@ def memory_jax(spec: dict) -> dict:
     objective = dataclasses.replace(objective, remat=spec["remat"])
     result = transfer.stylize(weights.params, content, [style], objective,
                               make_solver("lbfgs"), iterations=spec["iterations"], init=noise)
-    (compiled,) = transfer._COMPILED.values()  # the one program this process compiled
+    (compiled,) = engine._COMPILED.values()  # the one program this process compiled
     t = result.timings
     return {"estimate_bytes": estimate_bytes(spec["height"], spec["width"], Config()),
             "xla_temp_bytes": compiled.memory_analysis().temp_size_in_bytes,

@@ -1,0 +1,291 @@
+"""A run as a config describes it, on sized inputs: colour preservation, then each phase
+-- Gatys et al. 2017's coarse-to-fine stages, then the full size -- through the engine.
+
+Shared by the command line (:mod:`jstyle.run`), the figures (:mod:`jstyle.figures`) and
+the Python API (:func:`jstyle.api.stylize`). Every phase is run, stopped and interrupted
+in one place, :func:`run_transfer`: a phase that is interrupted (Ctrl-C, SIGTERM) or meets
+a non-finite loss ends the run there, and the :class:`Outcome` says which phase it was and
+carries a :class:`ResumePoint` -- the phase, its image, the solver state (the L-BFGS
+history included) and its iterations -- from which ``run_transfer(resume=...)`` continues
+exactly where it stopped.
+
+References:
+  Gatys, Ecker & Bethge, "Image Style Transfer Using Convolutional Neural Networks",
+  CVPR 2016 (eq. 7).
+  Gatys, Ecker, Bethge, Hertzmann & Shechtman, "Controlling Perceptual Factors in Neural
+  Style Transfer", CVPR 2017 (coarse-to-fine, sec. 5).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from jstyle.config import Config
+
+
+class Phase(NamedTuple):
+    """One optimisation of a run, at one size."""
+
+    index: int  # 0 .. len(coarse_sizes): coarse stages first, the full size last
+    name: str  # "coarse stage 1/2" or "full size"
+    size: int  # longest side in pixels
+    height: int
+    width: int
+    iterations: int
+    content_weight: float  # alpha, scaled to the phase's pixel count (see phases())
+
+    @property
+    def coarse(self) -> bool:
+        return self.name != "full size"
+
+
+class ResumePoint(NamedTuple):
+    """Where a stopped run continues: phase ``phase`` after ``done`` of its iterations, from
+    ``image`` (at the phase's size, in the colours optimised) and the solver ``state`` (None:
+    the optimiser starts afresh from the image); ``stages`` are the records of the coarse
+    stages before it."""
+
+    phase: int
+    image: np.ndarray
+    state: Any
+    done: int
+    stages: list[dict]
+
+
+class Outcome(NamedTuple):
+    """How a run ended.
+
+    ``result``: the full-size phase's :class:`jstyle.engine.Result` (its image with the
+    content's colours restored when the config asks for it); for a run that stopped in a
+    coarse stage, that stage's image upsampled to the full size, with no full-size history
+    and no losses at the full size (``terms`` and ``delivered`` None). ``stages``: a record
+    of each coarse stage run (the one that stopped included, marked ``"complete": False``).
+    ``interrupted``: stopped by an interrupt. ``phase``: the phase the run ended in.
+    ``resume``: where to continue, when the run did not complete."""
+
+    result: Any
+    stages: list[dict]
+    interrupted: bool
+    phase: Phase
+    resume: ResumePoint | None
+
+
+def phases(config: Config, height: int, width: int) -> list[Phase]:
+    """The phases of a run whose full size is ``height`` x ``width``.
+
+    Eq. 1's content loss grows with the number of pixels while eq. 4's style loss (divided
+    by M^2) does not, so at a smaller size the same alpha/beta favours style. Each coarse
+    stage therefore scales alpha by the ratio of pixel counts, to strike the balance the
+    full-size stage will."""
+    from jstyle.images import fitted_size
+
+    out = []
+    count = len(config.coarse_sizes)
+    for number, size in enumerate(config.coarse_sizes):
+        w, h = fitted_size(width, height, size)
+        out.append(Phase(number, f"coarse stage {number + 1}/{count}", size, h, w,
+                         config.stage_iterations,
+                         config.content_weight * (height * width) / (h * w)))
+    out.append(Phase(count, "full size", config.size, height, width, config.iterations,
+                     config.content_weight))
+    return out
+
+
+def objective_and_solver(config: Config, preprocessing):
+    """The :class:`jstyle.objective.Objective` and solver a config describes."""
+    from jstyle.objective import Objective
+    from jstyle.optimize import make_solver
+
+    objective = Objective(
+        content_layers=config.content_layers,
+        style_layers=config.style_layers,
+        content_weight=config.content_weight,
+        style_weight=config.style_weight,
+        tv_weight=config.tv_weight,
+        pooling=config.pooling,
+        preprocessing=preprocessing,
+        remat=config.remat,
+    )
+    solver = make_solver(
+        config.optimizer,
+        lbfgs_backend=config.lbfgs_backend,
+        lbfgs_memory=config.lbfgs_memory,
+        learning_rate=config.learning_rate,
+        line_search=config.line_search,
+        bounds=config.bounds,
+    )
+    return objective, solver
+
+
+@functools.lru_cache(maxsize=2)
+def _weights(path: str, modified: float):
+    from jstyle.weights import load_weights
+
+    return load_weights(path)
+
+
+def load_cached_weights(path: str | None, log=print):
+    """The weights a config names -- a file, or a variant name such as ``vgg19-normalized``
+    (provisioned on first use) -- loaded once per file version."""
+    from jstyle.weights import resolve_weights
+
+    resolved = resolve_weights(path, log=log)
+    return _weights(str(resolved), resolved.stat().st_mtime)
+
+
+def resized(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """An RGB image ``(H, W, 3)`` resized (antialiased); unchanged at its own size."""
+    return _resize(image, (height, width, 3))
+
+
+def resized_masks(masks: np.ndarray | None, height: int, width: int) -> np.ndarray | None:
+    """Spatial-control masks ``(R, H, W)`` resized (antialiased), or None."""
+    return None if masks is None else _resize(masks, (len(masks), height, width))
+
+
+def _resize(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    import jax
+
+    array = np.asarray(array, np.float32)
+    if array.shape == shape:
+        return array
+    return np.asarray(jax.image.resize(array, shape, "linear", antialias=True))
+
+
+def state_template(weights, inputs, config: Config, phase: Phase):
+    """The shapes of the solver state of ``phase`` (to check a saved one against)."""
+    from jstyle import color, engine
+    from jstyle.inputs import style_size
+
+    objective, solver = objective_and_solver(config, weights.preprocessing)
+    objective = dataclasses.replace(objective, content_weight=phase.content_weight)
+    content, styles = color.prepare(config.preserve_color, inputs.content, inputs.styles)
+    sh, sw = style_size(phase.height, phase.width, config)
+    masks = None if inputs.masks is None else np.zeros(
+        (len(inputs.masks), phase.height, phase.width), np.float32)
+    return engine.state_template(
+        weights.params, np.zeros((phase.height, phase.width, 3), np.float32),
+        [np.zeros((sh, sw, 3), np.float32)] * len(styles), config.style_blend, masks,
+        objective, solver)
+
+
+def _stage_record(phase: Phase, result, earlier: dict | None, complete: bool) -> dict:
+    """A coarse stage's record, merged with the part run before a resume (``earlier``)."""
+    history = (earlier or {}).get("history", []) + list(result.history)
+    seconds = sum(v for k, v in result.timings.items() if k.endswith("_s"))
+    return {"size": phase.size, "width": phase.width, "height": phase.height,
+            "content_weight": phase.content_weight, "iterations": len(history),
+            "loss": result.terms["total"], "delivered_loss": result.delivered["total"],
+            "evaluations": (earlier or {}).get("evaluations", 0) + result.evaluations,
+            "seconds": (earlier or {}).get("seconds", 0.0) + seconds,
+            "history": history, "complete": complete}
+
+
+def run_transfer(weights, inputs, config: Config, *, resume: ResumePoint | None = None,
+                 on_progress: Callable | None = None, log: Callable[[str], None] | None = None
+                 ) -> Outcome:
+    """Every phase of one run, on sized inputs (:mod:`jstyle.inputs`).
+
+    ``resume``: continue a stopped run there (the phases before it are not run again).
+    ``on_progress`` hears the full-size phase's :class:`jstyle.engine.Progress` reports
+    (their iterations counted from the phase's start, resumed iterations included);
+    ``log`` one line as each coarse stage starts. With ``sharding: spatial`` the full-size
+    phase runs with the image's rows split over every device
+    (:func:`jstyle.sharding.stylize_spatial`). An interrupt or a non-finite loss in any
+    phase ends the run in that phase (see :class:`Outcome`)."""
+    from jstyle import color, engine
+    from jstyle.cache import enable_compilation_cache
+    from jstyle.inputs import style_size
+    from jstyle.transfer import stylize
+
+    enable_compilation_cache()
+    objective, solver = objective_and_solver(config, weights.preprocessing)
+    content, styles = color.prepare(config.preserve_color, inputs.content, inputs.styles)
+    height, width = content.shape[:2]
+    plan = phases(config, height, width)
+    first = 0 if resume is None else resume.phase
+    stages = [] if resume is None else [s for s in resume.stages if s.get("complete", True)]
+    earlier = None if resume is None or not plan[first].coarse else \
+        next((s for s in resume.stages if not s.get("complete", True)), None)
+    image = inputs.init if resume is None else resume.image
+
+    def finish(result, phase: Phase):
+        """The result at the full size, in the content's colours."""
+        out = result.image if not phase.coarse else resized(result.image, height, width)
+        out = color.finish(config.preserve_color, out, inputs.content)
+        if phase.coarse:  # no loss was evaluated at the full size
+            return result._replace(image=out, terms=None, delivered=None, history=[],
+                                   evaluations=0, evaluations_history=[], state=None)
+        return result._replace(image=out)
+
+    with engine.stoppable():  # one scope: a Ctrl-C between phases waits for the next check
+        for phase in plan[first:]:
+            resumed = resume is not None and phase.index == first
+            done = resume.done if resumed else 0
+            sh, sw = style_size(phase.height, phase.width, config)
+            start = image if isinstance(image, str) or resumed else \
+                resized(image, phase.height, phase.width)
+            kw = {"iterations": phase.iterations - done, "init": start, "seed": config.seed,
+                  "noise_amplitude": config.noise_amplitude, "style_blend": config.style_blend,
+                  "state": resume.state if resumed else None, "offset": done}
+            run = stylize
+            if phase.coarse:
+                if log:
+                    log(f"jstyle: {phase.name}: {phase.width}x{phase.height} px, "
+                        f"{phase.iterations} iterations"
+                        f"{f' (resuming after {done})' if resumed else ''}")
+                kw["masks"] = resized_masks(inputs.masks, phase.height, phase.width)
+                stage_styles = [resized(s, sh, sw) for s in styles]
+                stage_content = resized(content, phase.height, phase.width)
+            else:
+                kw.update(save_every=config.save_every, on_progress=on_progress)
+                stage_styles, stage_content = styles, content
+                if config.sharding == "spatial":  # masks are refused with sharding by config
+                    from jstyle.sharding import stylize_spatial as run
+                else:
+                    kw["masks"] = inputs.masks
+            interrupted = False
+            try:
+                engine.check_stop()
+                result = run(weights.params, stage_content, stage_styles,
+                             dataclasses.replace(objective,
+                                                 content_weight=phase.content_weight),
+                             solver, **kw)
+            except engine.Interrupted as stop:
+                result, interrupted = stop.result, True
+            except KeyboardInterrupt:  # between phases: the previous phase's image stands
+                if phase.index == first:
+                    raise  # nothing has run yet
+                return _between(phase, image, stages, plan, finish)
+            if phase.coarse:
+                record = _stage_record(phase, result, earlier if resumed else None,
+                                       not (interrupted or result.stopped))
+                stages.append(record)
+            if interrupted or result.stopped:
+                point = ResumePoint(phase.index, result.image, result.state,
+                                    done + len(result.history), stages)
+                stopped = result.stopped
+                if phase.coarse:
+                    stopped = f"{phase.name} ({phase.size} px): {stopped}"
+                return Outcome(finish(result._replace(stopped=stopped), phase), stages,
+                               interrupted, phase, point)
+            image = result.image
+    return Outcome(finish(result, phase), stages, False, phase, None)
+
+
+def _between(phase: Phase, image, stages: list[dict], plan: list[Phase], finish) -> Outcome:
+    """An interrupt after a phase ended and before the next began: the run continues at the
+    start of ``phase`` from ``image``, the previous phase's result."""
+    from jstyle.engine import Result
+
+    previous = plan[phase.index - 1]
+    start = resized(image, phase.height, phase.width)
+    nothing = Result(image, {}, [], 0, {"optimize_s": 0.0},
+                     f"interrupted before {phase.name}")
+    return Outcome(finish(nothing, previous), stages, True, previous,
+                   ResumePoint(phase.index, start, None, 0, stages))
