@@ -250,18 +250,13 @@ def run_transfer(weights, inputs, config: Config, *, resume: ResumePoint | None 
                 else:
                     kw["masks"] = inputs.masks
             interrupted = False
-            try:
-                engine.check_stop()
+            try:  # a stop asked for between phases is taken at the next one's first check
                 result = run(weights.params, stage_content, stage_styles,
                              dataclasses.replace(objective,
                                                  content_weight=phase.content_weight),
                              solver, **kw)
             except engine.Interrupted as stop:
                 result, interrupted = stop.result, True
-            except KeyboardInterrupt:  # between phases: the previous phase's image stands
-                if phase.index == first:
-                    raise  # nothing has run yet
-                return _between(phase, image, stages, plan, finish)
             if phase.coarse:
                 record = _stage_record(phase, result, earlier if resumed else None,
                                        not (interrupted or result.stopped))
@@ -277,15 +272,3 @@ def run_transfer(weights, inputs, config: Config, *, resume: ResumePoint | None 
             image = result.image
     return Outcome(finish(result, phase), stages, False, phase, None)
 
-
-def _between(phase: Phase, image, stages: list[dict], plan: list[Phase], finish) -> Outcome:
-    """An interrupt after a phase ended and before the next began: the run continues at the
-    start of ``phase`` from ``image``, the previous phase's result."""
-    from jstyle.engine import Result
-
-    previous = plan[phase.index - 1]
-    start = resized(image, phase.height, phase.width)
-    nothing = Result(image, {}, [], 0, {"optimize_s": 0.0},
-                     f"interrupted before {phase.name}")
-    return Outcome(finish(nothing, previous), stages, True, previous,
-                   ResumePoint(phase.index, start, None, 0, stages))

@@ -132,17 +132,19 @@ OBJ = Objective((("relu2_1", 1.0),), (("relu1_1", 0.5), ("relu2_1", 0.5)), 1.0, 
                 CAFFE)  # two blocks: shorter compilations, as both processes share two cores
 contents = rng.random((4, 16, 16, 3), dtype=np.float32)
 style = rng.random((16, 16, 3), dtype=np.float32)
-batch = sharding.stylize_batch(PARAMS, contents, [style], OBJ, SOLVER, iterations=3)
 big, big_style = (rng.random((32, 16, 3), dtype=np.float32) for _ in range(2))
-split = sharding.stylize_spatial(PARAMS, big, [big_style], OBJ, SOLVER, iterations=3)
-values = dict(rank=rank, processes=jax.process_count(), devices=len(jax.devices()),
-              batch=[b.terms["total"] for b in batch], spatial=split.terms["total"],
-              spatial_image=float(np.abs(split.image).sum()))
-if rank == 0:  # one device of this process alone, for reference
+values = {}
+if rank == 0:  # one device of this process alone, for reference (first: the spy keeps the
+    # layout of the last program compiled)
     values["alone"] = transfer.stylize(PARAMS, contents[2], [style], OBJ, SOLVER,
                                        iterations=3).terms["total"]
     values["spatial_alone"] = transfer.stylize(PARAMS, big, [big_style], OBJ, SOLVER,
                                                iterations=3).terms["total"]
+batch = sharding.stylize_batch(PARAMS, contents, [style], OBJ, SOLVER, iterations=3)
+split = sharding.stylize_spatial(PARAMS, big, [big_style], OBJ, SOLVER, iterations=3)
+values.update(rank=rank, processes=jax.process_count(), devices=len(jax.devices()),
+              batch=[b.terms["total"] for b in batch], spatial=split.terms["total"],
+              spatial_image=float(np.abs(split.image).sum()))
 report(**values)
 """
 
