@@ -190,16 +190,92 @@ def test_interrupt_saves_and_resume_finishes(real_weights, tmp_path, photo, sig)
     done = record["incomplete"]["iteration"]
     assert 20 <= done < 300 and len(record["history"]) == done
     assert Image.open(out).size == (48, 32)
-    saved = np.load(out.with_suffix(".resume.npy"))
-    assert saved.shape == (32, 48, 3) and np.isfinite(saved).all()
+    with np.load(out.with_suffix(".resume.npz")) as saved:
+        assert saved["image"].shape == (32, 48, 3) and np.isfinite(saved["image"]).all()
+        assert "state_0" in saved  # Adam's moments: the run continues exactly
 
     if sig == "SIGINT":  # resume once; the SIGTERM case only checks the save
         proc = jstyle(*args, "--resume", env=env)
         assert proc.returncode == 0, proc.stderr
         record = json.loads(out.with_suffix(".json").read_text())
         assert "incomplete" not in record and len(record["history"]) == 300
-        assert not out.with_suffix(".resume.npy").exists()
+        assert not out.with_suffix(".resume.npz").exists()
         assert record["losses"]["total"] <= min(record["history"][:done]) * 1.0001
+
+
+def _interrupt_when(args: list[str], env: dict, marker: str, sig: str = "SIGINT") -> str:
+    """Start a run, send ``sig`` once its stderr shows ``marker``; its stderr."""
+    import signal
+
+    proc = _start(args, env)
+    seen = ""
+    while proc.poll() is None and marker not in seen:
+        seen += proc.stderr.read(1)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, seen + err
+    return seen + err
+
+
+@pytest.mark.parametrize("phase, sig", [("coarse stage", "SIGTERM"), ("full size", "SIGINT")])
+def test_a_run_interrupted_in_any_phase_resumes_to_the_uninterrupted_image(
+        real_weights, tmp_path, photo, phase, sig):
+    """Coarse stage or full size, SIGINT or SIGTERM: exit 130, a finite PNG at the size its
+    sidecar names, and --resume ends at the image of a run never interrupted."""
+    env = {"JSTYLE_WEIGHTS": str(real_weights.path)}
+    common = ["--content", str(photo), "--set", "size=64", "--set", "coarse_sizes=[32]",
+              "--set", "coarse_iterations=60", "--set", "iterations=60",
+              "--set", "preserve_color=luminance"]
+    reference = tmp_path / "whole.png"
+    assert jstyle(*common, "--output", str(reference), "--quiet", env=env).returncode == 0
+    out = tmp_path / "stopped.png"
+    args = [*common, "--output", str(out)]
+    marker = "coarse stage 1/1" if phase == "coarse stage" else "| 1/60 ["
+    err = _interrupt_when(args, env, marker, sig)
+    assert "Traceback" not in err and "--resume" in err
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["incomplete"]["phase_name"] == ("coarse stage 1/1" if phase == "coarse stage"
+                                                  else "full size")
+    size = (record["size"]["width"], record["size"]["height"])
+    assert Image.open(out).size == size == (64, 43)
+    assert np.asarray(Image.open(out)).std() > 0  # colours restored, not a grey coarse image
+    proc = jstyle(*args, "--resume", "--quiet", env=env)
+    assert proc.returncode == 0, proc.stderr
+    whole = json.loads(reference.with_suffix(".json").read_text())
+    resumed = json.loads(out.with_suffix(".json").read_text())
+    np.testing.assert_allclose(resumed["history"], whole["history"], rtol=1e-4)
+    np.testing.assert_allclose(resumed["coarse_stages"][0]["history"],
+                               whole["coarse_stages"][0]["history"], rtol=1e-4)
+    a, b = (np.asarray(Image.open(p), np.float32) for p in (reference, out))
+    assert np.abs(a - b).max() <= 1  # the same image, to the 8-bit rounding
+
+
+def test_a_data_parallel_batch_interrupted_resumes_to_the_uninterrupted_images(real_weights,
+                                                                            tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(5)
+    for name in ("a", "b"):
+        Image.fromarray((rng.random((32, 48, 3)) * 255).astype(np.uint8)).save(
+            photos / f"{name}.png")
+    env = {"JSTYLE_WEIGHTS": str(real_weights.path)}
+    common = ["--content", str(photos), "--set", "size=48", "--set", "iterations=40",
+              "--set", "sharding=batch", "--set", "save_every=10"]
+    assert jstyle(*common, "--output", str(tmp_path / "whole.png"), "--quiet",
+                  env=env).returncode == 0
+    args = [*common, "--output", str(tmp_path / "part.png")]
+    _interrupt_when(args, env, "| 1/40 [")
+    records = {n: json.loads((tmp_path / "part" / f"{n}.json").read_text()) for n in "ab"}
+    assert all(r["incomplete"] for r in records.values())
+    proc = jstyle(*args, "--resume", "--quiet", env=env)
+    assert proc.returncode == 0, proc.stderr
+    for name in "ab":
+        whole = json.loads((tmp_path / "whole" / f"{name}.json").read_text())
+        resumed = json.loads((tmp_path / "part" / f"{name}.json").read_text())
+        np.testing.assert_allclose(resumed["history"], whole["history"], rtol=1e-4)
+        frames = sorted(p.name for p in (tmp_path / "part").glob(f"{name}_0*.png"))
+        assert frames == [f"{name}_000{i}0.png" for i in (1, 2, 3)]  # none skipped
+        assert (tmp_path / "part" / f"{name}_progress.gif").is_file()
 
 
 def test_resume_refuses_other_settings_or_nothing(real_weights, tmp_path, photo):
@@ -245,9 +321,34 @@ def test_a_run_stopped_by_a_non_finite_loss_keeps_its_image(real_weights, tmp_pa
     assert code == 1
     assert "stopped: the loss became NaN" in capsys.readouterr().err
     record = json.loads(out.with_suffix(".json").read_text())
-    assert record["incomplete"] == {"reason": reason, "iteration": 3}
+    assert record["incomplete"] == {"reason": reason, "iteration": 3, "phase": 0,
+                                    "phase_name": "full size"}
     assert np.asarray(Image.open(out)).mean() == pytest.approx(128, abs=1)
-    assert out.with_suffix(".resume.npy").is_file()
+    assert out.with_suffix(".resume.npz").is_file()
+
+
+def test_a_non_finite_loss_in_a_coarse_stage_keeps_its_image_at_full_size(
+        real_weights, tmp_path, photo, monkeypatch, capsys):
+    """Exit code 1 (not 2), the coarse stage's last finite image saved at the full size."""
+    from jstyle import run, transfer
+
+    real = transfer.stylize
+
+    def poisoned(params, content, styles, objective, solver, **kw):
+        if content.shape[1] == 32:  # the coarse stage: a style that overflows eq. 4
+            styles = [np.full_like(s, 1e30) for s in styles]
+        return real(params, content, styles, objective, solver, **kw)
+
+    monkeypatch.setattr(transfer, "stylize", poisoned)
+    monkeypatch.setenv("JSTYLE_WEIGHTS", str(real_weights.path))
+    out = tmp_path / "nan.png"
+    code = run.main(["--content", str(photo), "--output", str(out), "--set", "size=48",
+                     "--set", "coarse_sizes=[32]", "--set", "iterations=2", "--quiet"])
+    assert code == 1
+    assert "stopped: coarse stage 1/1 (32 px): the loss became NaN" in capsys.readouterr().err
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["incomplete"]["phase_name"] == "coarse stage 1/1"
+    assert Image.open(out).size == (record["size"]["width"], record["size"]["height"])
 
 
 def test_an_unwritable_output_folder_is_reported_before_the_run(tmp_path, photo, monkeypatch,
