@@ -40,6 +40,10 @@ from jstyle.objective import Objective, compute_targets, loss_terms, objective_a
 from jstyle.optimize import Solver, run_steps
 from jstyle.preprocessing import delivered
 
+__all__ = ["Progress", "BatchProgress", "Result", "Interrupted", "Report", "optimise",
+    "request_stop", "stop_requested", "running", "check_stop", "stoppable", "make_mesh",
+    "one_device_mesh", "state_leaves", "state_template", "state_from_leaves", "chunk_size"]
+
 Array = jax.Array
 
 
@@ -272,10 +276,12 @@ def _per_image(fn: Callable, mesh: Mesh, batched: bool) -> Callable:
 
 
 @functools.partial(jax.jit, static_argnames=("objective", "mesh", "batched"))
-def _targets(params, contents, styles, blend, masks, *, objective, mesh, batched):
+def _targets(params, contents, styles, blend, masks, weights, *, objective, mesh, batched):
     # vmap is right here (no control flow): the style images' Gram matrices, which do not
-    # depend on the photo, are computed once and broadcast.
-    targets = _vmapped(lambda c: compute_targets(params, c, styles, objective, blend, masks),
+    # depend on the photo, are computed once and broadcast. The weights are arguments, not
+    # the (static) objective's: one program serves every weight setting.
+    targets = _vmapped(lambda c: compute_targets(params, c, styles, objective, blend,
+                                                 masks)._replace(weights=weights),
                        batched)(contents)
     if batched:  # every leaf carries the batch axis
         return _constrain(targets, mesh, True, ())
@@ -417,7 +423,9 @@ def _optimise(params, contents, styles, blend, masks, init, objective, solver, i
     offset = np.broadcast_to(np.asarray(offset, np.int64), (count,)).copy()
     axis = 0 if batched else -3
     replicated = NamedSharding(mesh, P())
-    static = {"objective": objective, "mesh": mesh, "batched": batched}
+    # Compiled for the objective's layers; its weights come in as data (Targets.weights).
+    static = {"objective": objective.program(), "mesh": mesh, "batched": batched}
+    weights = {k: np.float32(v) for k, v in objective.weights().items()}
 
     histories: list[list[float]] = [[] for _ in range(count)]
     per_step: list[list[int]] = [[] for _ in range(count)]  # evaluations of each iteration
@@ -476,7 +484,8 @@ def _optimise(params, contents, styles, blend, masks, init, objective, solver, i
         blend = None if blend is None else _put(np.asarray(blend, np.float32), replicated)
         masks = None if masks is None else _put(np.asarray(masks, np.float32), replicated)
         image = _put(saved.reshape(image_shape), _spec(image_shape, axis, mesh))
-        targets = _targets(params, contents, styles, blend, masks, **static)
+        weights = {k: _put(v, replicated) for k, v in weights.items()}
+        targets = _targets(params, contents, styles, blend, masks, weights, **static)
         if state is None:
             image, state = _init_state(image, params, targets, solver=solver, **static)
             evaluations += solver.init_evaluations

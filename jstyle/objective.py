@@ -22,6 +22,9 @@ from jstyle.layers import downsampling
 from jstyle.preprocessing import Preprocessing, to_network
 from jstyle.vgg import extract_features
 
+__all__ = ["Objective", "Targets", "features", "layer_masks", "compute_targets", "loss_terms",
+    "total_objective", "objective_and_terms"]
+
 Array = jax.Array
 
 
@@ -58,17 +61,39 @@ class Objective:
         """Every layer the objective reads, each once."""
         return tuple(dict.fromkeys(n for n, _ in self.content_layers + self.style_layers))
 
+    def weights(self) -> dict[str, float]:
+        """Eq. 7's weights by name: ``alpha``, ``beta``, ``tv``, ``content/<layer>`` and
+        ``style/<layer>`` (w_l of eq. 5). The engine puts them into the targets as arrays
+        (:class:`Targets`), so that they are data to the compiled program, not constants."""
+        return {"alpha": self.content_weight, "beta": self.style_weight, "tv": self.tv_weight,
+                **{f"content/{n}": w for n, w in self.content_layers},
+                **{f"style/{n}": w for n, w in self.style_layers}}
+
+    def program(self) -> Objective:
+        """This objective with every weight set to 1 (the total-variation weight to 1 or
+        0): what a compiled program depends on when the weights come in the targets. Two
+        objectives that differ only in their weights share one program."""
+        return dataclasses.replace(
+            self, content_layers=tuple((n, 1.0) for n, _ in self.content_layers),
+            style_layers=tuple((n, 1.0) for n, _ in self.style_layers), content_weight=1.0,
+            style_weight=1.0, tv_weight=1.0 if self.tv_weight else 0.0)
+
 
 class Targets(NamedTuple):
     """What the generated image is compared with: P^l by content layer, A^l by style layer.
 
     With spatial control (``masks``), ``style[l]`` holds one target per region
     ``(R, N, N)`` and ``masks[l]`` the regions' masks at layer l's resolution ``(R, h, w)``.
+    ``weights``: eq. 7's weights (:meth:`Objective.weights`) as arrays, read by
+    :func:`loss_terms` in place of the objective's own, so that one compiled program serves
+    every weight setting of a layer set (:meth:`Objective.program`; the engine sets them);
+    None (what :func:`compute_targets` returns): the objective's weights.
     """
 
     content: dict[str, Array]
     style: dict[str, Array]
     masks: dict[str, Array] | None = None
+    weights: dict[str, Array] | None = None  # Objective.weights() as arrays; None: the objective's
 
 
 def features(params: dict, image: Array, objective: Objective, layers: Sequence[str]) -> dict:
@@ -142,6 +167,7 @@ def compute_targets(
 
 def loss_terms(image: Array, params: dict, targets: Targets, objective: Objective) -> dict:
     """Every term of eq. 7 for ``image``: total, content, style, tv, and each layer's part.
+    The weights are the targets' (:class:`Targets`), else the objective's.
 
     Keys: ``total``, ``content``, ``style``, ``tv``, ``content/<layer>``,
     ``style/<layer>`` (the latter two unweighted: eq. 1 and eq. 4 as written).
@@ -156,12 +182,11 @@ def loss_terms(image: Array, params: dict, targets: Targets, objective: Objectiv
         else:
             terms[f"style/{name}"] = losses.guided_style_layer_loss(
                 F[name], targets.style[name], targets.masks[name])
-    content = sum(w * terms[f"content/{n}"] for n, w in objective.content_layers)
-    style = sum(w * terms[f"style/{n}"] for n, w in objective.style_layers)
+    w = objective.weights() if targets.weights is None else targets.weights
+    content = sum(w[f"content/{n}"] * terms[f"content/{n}"] for n, _ in objective.content_layers)
+    style = sum(w[f"style/{n}"] * terms[f"style/{n}"] for n, _ in objective.style_layers)
     tv = losses.total_variation_loss(image) if objective.tv_weight else jnp.zeros(())
-    total = losses.total_loss(
-        content, style, objective.content_weight, objective.style_weight, tv, objective.tv_weight
-    )
+    total = losses.total_loss(content, style, w["alpha"], w["beta"], tv, w["tv"])
     return {"total": total, "content": content, "style": style, "tv": tv, **terms}
 
 

@@ -134,3 +134,34 @@ def test_a_saved_state_of_another_solver_is_refused(random_params, problem):
         jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), small))
     with pytest.raises(ValueError, match="shape"):
         engine.state_from_leaves(template, leaves, structure)
+
+
+def test_one_program_serves_every_weight_setting(random_params, problem):
+    """alpha, beta and w_l are data to the compiled program (Targets.weights): objectives
+    that differ only in their weights share one compiled chunk, and each run's loss is its
+    own objective's."""
+    import dataclasses
+
+    import jax.numpy as jnp
+
+    from jstyle.objective import compute_targets, loss_terms
+
+    content, style = problem
+    other = dataclasses.replace(
+        OBJECTIVE, content_weight=3.0, style_weight=2e2,
+        style_layers=tuple((n, 0.1 * (i + 1)) for i, (n, _) in enumerate(OBJECTIVE.style_layers)))
+    engine._COMPILED.clear()
+    results = {obj: transfer.stylize(random_params, content, [style], obj, SOLVERS["lbfgs"],
+                                     iterations=2) for obj in (OBJECTIVE, other)}
+    assert len(engine._COMPILED) == 1
+    for obj, result in results.items():
+        targets = compute_targets(random_params, content, [style], obj)._replace(weights=None)
+        expected = loss_terms(jnp.asarray(result.image), random_params, targets, obj)
+        assert result.terms["total"] == pytest.approx(float(expected["total"]), rel=1e-4)
+    assert results[OBJECTIVE].terms["total"] != pytest.approx(results[other].terms["total"])
+
+
+def test_chunk_size():
+    assert engine.chunk_size(1) == 1
+    assert engine.chunk_size(100) == 2
+    assert engine.chunk_size(5000) == 20
