@@ -44,7 +44,7 @@ from jstyle.config import Config, resolve
 from jstyle.default_images import DEFAULT_CONTENT_NAME, DEFAULT_STYLE_NAME
 from jstyle.errors import JStyleError
 from jstyle.layers import BLOCKS, PAPER_CONTENT_LAYERS, PAPER_STYLE_LAYERS
-from jstyle.outputs import sidecar_path
+from jstyle.outputs import sidecar_path, weights_record
 
 PROG = "python -m jstyle.figures"
 #: The paper's defaults (its size, iterations, alpha and beta): the config's.
@@ -218,13 +218,6 @@ def recoloured(image: np.ndarray, degrees: float) -> np.ndarray:
 # --- command line ----------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with its errors as one :class:`JStyleError` line (exit code 2 in main)."""
-
-    def error(self, message: str):
-        raise JStyleError(f"{message} (see {PROG} --help)")
-
-
 def _figures_help() -> str:
     lines = ["figures (Gatys, Ecker & Bethge, CVPR 2016):"]
     lines += [textwrap.fill(f"{name}  {figure.about} [default: {figure.iterations} "
@@ -235,7 +228,9 @@ def _figures_help() -> str:
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser (its --help lists the figures)."""
-    p = _Parser(
+    from jstyle.terminal import Parser
+
+    p = Parser(
         prog=PROG,
         description="Render one of the paper's figures as a labelled contact sheet PNG, with a "
         "JSON sidecar beside it; every panel is an ordinary jstyle run.",
@@ -289,14 +284,10 @@ def _check_options(args: argparse.Namespace, figure: Figure) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 done, 1 a panel stopped early, 2 bad input,
     130 interrupted: nothing is written)."""
-    try:
-        args = parser().parse_args(argv)
-    except JStyleError as e:
-        print(f"jstyle: error: {e}", file=sys.stderr)
-        return 2
-    from jstyle.run import guarded
+    from jstyle import terminal
 
-    return guarded(lambda: _run(args), args.debug, "interrupted; no figure written")
+    return terminal.main(parser, _run, argv, name="jstyle",
+                         interrupted="interrupted; no figure written")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -433,8 +424,7 @@ def render(plan: Plan, base: Config, content: Image.Image | None, styles: Sequen
         "sheet": {"width": sheet.image.width, "height": sheet.image.height},
         "panels": panels,
         "runs": runs,
-        "weights": {"path": str(weights.path), "sha256": weights.sha256,
-                    "source": weights.source},
+        "weights": weights_record(weights),
         "jax": {"version": jax.__version__, "backend": jax.default_backend()},
         "wall_s": time.perf_counter() - started,
     }

@@ -195,6 +195,15 @@ def peak_rss_bytes() -> int | None:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def weights_record(weights) -> dict[str, Any]:
+    """Which weights a run used: file, digests, source, variant (and calibration)."""
+    return {"path": str(weights.path), "sha256": weights.sha256,
+            "params_sha256": weights.params_sha256, "source": weights.source,
+            "variant": weights.variant,
+            **({"calibration": weights.normalization.calibration}
+               if weights.normalization else {})}
+
+
 def run_record(config, inputs, weights, result, stages: list, history: list[float],
                terms_history: list[dict], evaluations: int, estimate: int,
                started: float) -> dict[str, Any]:
@@ -226,11 +235,7 @@ def run_record(config, inputs, weights, result, stages: list, history: list[floa
             "processes": jax.process_count(),
         },
         "python": platform.python_version(),
-        "weights": {"path": str(weights.path), "sha256": weights.sha256,
-                    "params_sha256": weights.params_sha256, "source": weights.source,
-                    "variant": weights.variant,
-                    **({"calibration": weights.normalization.calibration}
-                       if weights.normalization else {})},
+        "weights": weights_record(weights),
     }
     if config.preserve_color == "luminance":  # the PNG recombines it with the photo's colours
         record["delivered_losses_note"] = ("of the optimised image in 8 bits, before the "

@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,8 @@ class _Override(argparse.Action):
 
 
 def _keys_help() -> str:
-    lines = ["config keys (YAML file, or --set key=value; defaults are the paper's):"]
+    lines = ["config keys (YAML file, or --set key=value; defaults: the paper's as printed, on "
+             "the network as trained; configs/paper.yaml is the paper in full):"]
     for name, field in FIELDS.items():
         default = Config.__dataclass_fields__[name].default
         shown = Config().to_dict()[name] if default is not None else "none"
@@ -57,7 +57,9 @@ def _keys_help() -> str:
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser (its --help lists every config key)."""
-    p = argparse.ArgumentParser(
+    from jstyle.terminal import Parser
+
+    p = Parser(
         prog=PROG,
         description="Render a content photo in the style of a painting by optimising the "
         "pixels of an image (Gatys, Ecker & Bethge, CVPR 2016).",
@@ -128,50 +130,9 @@ def check_output(output: Path, inputs: Sequence[str | None]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (0 done, 1 stopped early, 2 bad input,
     130 interrupted: the image so far is saved and ``--resume`` continues it)."""
-    args = parser().parse_args(argv)
-    # Ctrl-C must save the run even where the shell started us with SIGINT ignored (a
-    # background job of a script), and SIGTERM is handled the same way.
-    previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:  # an interrupt that reaches here came before the optimisation: nothing to save
-        return guarded(lambda: _run(args), args.debug, "interrupted")
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    from jstyle import terminal
 
-
-def guarded(body: Callable[[], int], debug: bool, interrupted: str) -> int:
-    """A command's exit code: ``body()``'s, 2 after a :class:`JStyleError` (printed as one
-    line) and 130 after Ctrl-C (``interrupted`` says what became of the work); ``debug``
-    lets both raise, with their tracebacks."""
-    try:
-        return body()
-    except JStyleError as e:
-        if debug:
-            raise
-        print(f"jstyle: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        if debug:
-            raise
-        print(f"jstyle: {interrupted}", file=sys.stderr)
-        return 130
-
-
-def _terminate(signum, frame) -> None:
-    """SIGINT and SIGTERM: during a transfer, a stop at the end of the current chunk of
-    iterations (the run saves what it has, then exits 130) -- a second one quits at once,
-    saving nothing; before a transfer starts, KeyboardInterrupt."""
-    import os
-
-    engine = sys.modules.get("jstyle.engine")  # loaded once a transfer can run
-    if engine is None or not engine.running():
-        raise KeyboardInterrupt
-    if engine.stop_requested():
-        print("jstyle: interrupted again: quitting without saving", file=sys.stderr, flush=True)
-        os._exit(130)
-    engine.request_stop(signum)
-    print("jstyle: stopping at the end of this chunk of iterations, then saving (interrupt "
-          "again to quit without saving)", file=sys.stderr, flush=True)
+    return terminal.main(parser, _run, argv, name="jstyle")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -137,22 +137,27 @@ def weights_args(real_weights) -> list[str]:
     [
         (["fig1"], 2, 6, 10),
         (["fig3"], 2, 4, 3),  # jstyle's two paintings and a recoloured copy
-        (["fig4", "--ratios", "1e-3"], 5, 1, 5),
+        (["fig4", "--ratios", "1e-3", "1e-2"], 5, 2, 10),
         (["fig6", "--seeds", "1"], 2, 4, 3),
     ],
 )
 def test_figure_renders_a_labelled_sheet(argv, rows, columns, runs, tmp_path, weights_args,
                                          capsys):
+    from jstyle import engine
+
     output = tmp_path / "sheets" / f"{argv[0]}.png"
+    engine._COMPILED.clear()
     code = figures.main([*argv, "--size", str(SIZE), "--iterations", "1", "--output",
                          str(output), *weights_args])
     assert code == 0, capsys.readouterr().err
+    if argv[0] == "fig4":  # alpha/beta is data: one compiled program per layer set, not per panel
+        assert len(engine._COMPILED) == rows
     err = capsys.readouterr().err
     assert f"panel {runs}/{runs}" in err and f"wrote {output}" in err
     record = json.loads(output.with_suffix(".json").read_text())
     plan = figures.FIGURES[argv[0]].build(
         "chelsea", [s["name"] for s in record["inputs"]["styles"]],
-        [float(argv[2])] if argv[0] == "fig4" else [figures.DEFAULT_RATIO], 1)
+        [float(r) for r in argv[2:]] if argv[0] == "fig4" else [figures.DEFAULT_RATIO], 1)
     assert record["figure"] == argv[0] and record["runs"] == runs
     assert record["grid"]["rows"] == rows and record["grid"]["columns"] == columns
     assert record["grid"]["row_labels"] == plan.row_labels
@@ -202,21 +207,23 @@ def fake_runs(monkeypatch):
     """Runs replaced by a stand-in that returns the content at once (no weights, no
     compilation); yields the configs it was given, and a state whose ``stopped`` makes
     every run report that it stopped early."""
-    from jstyle import api
+    from jstyle import pipeline
     from jstyle.transfer import Result
 
-    weights = SimpleNamespace(path="stand-in.h5", sha256="0" * 64, source="stand-in")
+    weights = SimpleNamespace(path="stand-in.h5", sha256="0" * 64, source="stand-in",
+                              params_sha256="0" * 64, variant="vgg19", normalization=None)
 
     configs, state = [], {"stopped": None}
 
     def run_transfer(weights, inputs, config, **kw):
         configs.append(config)
         terms = {"total": 1.0, "content": 1.0, "style": 1.0, "tv": 0.0}
-        return Result(inputs.content, terms, [1.0] * config.iterations, config.iterations,
-                      {"optimize_s": 0.0}, state["stopped"]), []
+        result = Result(inputs.content, terms, [1.0] * config.iterations, config.iterations,
+                        {"optimize_s": 0.0}, state["stopped"])
+        return pipeline.Outcome(result, [], False, None, None)
 
-    monkeypatch.setattr(api, "run_transfer", run_transfer)
-    monkeypatch.setattr(api, "load_cached_weights", lambda path, log=print: weights)
+    monkeypatch.setattr(pipeline, "run_transfer", run_transfer)
+    monkeypatch.setattr(pipeline, "load_cached_weights", lambda path, log=print: weights)
     return configs, state
 
 

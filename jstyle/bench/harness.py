@@ -103,7 +103,7 @@ def require(modules: list[str]) -> str | None:
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if not missing:
         return None
-    return (f"jstyle.bench: error: {', '.join(missing)} needed for this benchmark: "
+    return (f"{', '.join(missing)} needed for this benchmark: "
             "pip install -e '.[bench]'")
 
 
@@ -239,7 +239,9 @@ def plot(record: dict[str, Any], path: Path) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m jstyle.bench", description=__doc__.split("\n")[0])
+    from jstyle.terminal import Parser
+
+    p = Parser(prog="python -m jstyle.bench", description=__doc__.split("\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512, 1024],
                    help="longest sides in pixels (images are 4:3)")
     p.add_argument("--repeats", type=int, default=5, help="timed evaluations per measurement")
@@ -259,12 +261,19 @@ def main(argv: list[str] | None = None) -> int:
         from jstyle.bench.quality import main as quality
 
         return quality(argv[1:])
-    args = parser().parse_args(argv)
+    from jstyle import terminal
+
+    return terminal.main(parser, _bench, argv, name="jstyle.bench",
+                         interrupted="interrupted; no results written")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from jstyle.errors import JStyleError
+
     try:
         import torch  # noqa: F401
     except ImportError:
-        print("jstyle.bench: error: PyTorch is needed: pip install -e '.[bench]'", file=sys.stderr)
-        return 2
+        raise JStyleError("PyTorch is needed: pip install -e '.[bench]'") from None
     t0 = time.perf_counter()
     record = run_benchmarks(args, lambda msg: print(f"[bench] {msg}", file=sys.stderr,
                                                      flush=True))

@@ -59,8 +59,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m jstyle.bench.memory",
-                                description=__doc__.split("\n")[0])
+    from jstyle.terminal import Parser
+
+    p = Parser(prog="python -m jstyle.bench.memory", description=__doc__.split("\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024],
                    help="longest sides in pixels (images are 4:3)")
     p.add_argument("--iterations", type=int, default=5, help="L-BFGS iterations per run")
@@ -70,12 +71,23 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    from jstyle import terminal
+
+    return terminal.main(parser, _measure, argv, name="jstyle.bench.memory",
+                         interrupted="interrupted; no results written")
+
+
+def _measure(args: argparse.Namespace) -> int:
     rows = measure(args.sizes, args.iterations, args.timeout,
                    lambda msg: print(f"[bench.memory] {msg}", file=sys.stderr, flush=True))
     if args.json:
+        from jstyle.bench.harness import machine
+
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2))
+        command = "python -m jstyle.bench.memory " + " ".join(
+            f"--sizes {' '.join(map(str, args.sizes))} --iterations {args.iterations}".split())
+        args.json.write_text(json.dumps({"machine": machine(), "command": command,
+                                         "rows": rows}, indent=2))
     print(markdown(rows))
     return 0
 

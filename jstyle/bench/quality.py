@@ -317,7 +317,9 @@ def plot(record: dict[str, Any], path: Path) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m jstyle.bench quality",
+    from jstyle.terminal import Parser
+
+    p = Parser(prog="python -m jstyle.bench quality",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 256],
                    help="longest sides in pixels (images are 4:3)")
@@ -333,14 +335,20 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+    from jstyle import terminal
+
+    return terminal.main(parser, _quality, argv, name="jstyle.bench",
+                         interrupted="interrupted; no results written")
+
+
+def _quality(args: argparse.Namespace) -> int:
     from jstyle.bench.harness import require
+    from jstyle.errors import JStyleError
 
     missing = require(["scipy", "matplotlib"] + (["torch"] if any(
         SOLVERS[s]["kind"] == "quality_torch" for s in args.solvers) else []))
     if missing:
-        print(missing, file=sys.stderr)
-        return 2
+        raise JStyleError(missing)
     t0 = time.perf_counter()
     record = run(args, lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
     record["wall_s"] = time.perf_counter() - t0

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -25,7 +24,9 @@ STARTED = time.perf_counter()
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    from jstyle.outputs import peak_rss_bytes  # the run record's own measure
+
+    return peak_rss_bytes() / 2**20
 
 
 def _problem(height: int, width: int):
