@@ -34,6 +34,10 @@ from jstyle.fileio import atomic_path
 
 RESAMPLE = Image.Resampling.LANCZOS
 
+#: File name suffixes jstyle reads as images from a folder (a batch, a calibration set).
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff",
+                                   ".webp")
+
 #: Leading bytes of the formats people use, to tell a damaged image from a non-image.
 IMAGE_SIGNATURES: tuple[bytes, ...] = (
     b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*",

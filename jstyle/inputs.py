@@ -19,7 +19,15 @@ from PIL import Image
 from jstyle import default_images
 from jstyle.config import Config
 from jstyle.errors import JStyleError
-from jstyle.images import fit_longest, fitted_size, from_array, read_image, resize_to, to_array
+from jstyle.images import (
+    IMAGE_SUFFIXES,
+    fit_longest,
+    fitted_size,
+    from_array,
+    read_image,
+    resize_to,
+    to_array,
+)
 from jstyle.options import INITS
 
 
@@ -34,7 +42,6 @@ class Inputs(NamedTuple):
     masks: np.ndarray | None = None  # (R, H, W) in [0, 1] at the content's size, one per style
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def content_paths(content: str | None) -> list[str] | None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax.numpy as jnp
 import numpy as np
+
+__all__ = ["Preprocessing", "CAFFE", "TORCHVISION", "to_network", "from_network", "to_8bit",
+    "delivered"]
 
 #: The ImageNet mean in Caffe's BGR order and 0-255 range (Simonyan & Zisserman).
 CAFFE_BGR_MEAN: tuple[float, float, float] = (103.939, 116.779, 123.68)
@@ -43,17 +45,19 @@ TORCHVISION = Preprocessing(
 )
 
 
-def to_network(image: jnp.ndarray, prep: Preprocessing) -> jnp.ndarray:
-    """RGB image in [0, 1], shape (..., H, W, 3) -> the network's input space."""
+def to_network(image, prep: Preprocessing):
+    """RGB image in [0, 1], shape (..., H, W, 3) -> the network's input space (a numpy
+    array for a numpy image, a JAX array for a JAX array or tracer: nothing here imports
+    JAX, so that reading a weights file, which records its convention, needs none)."""
     x = image * prep.pixel_range
     if prep.channel_order == "BGR":
         x = x[..., ::-1]
-    return (x - jnp.asarray(prep.mean, x.dtype)) / jnp.asarray(prep.std, x.dtype)
+    return (x - np.asarray(prep.mean, x.dtype)) / np.asarray(prep.std, x.dtype)
 
 
-def from_network(x: jnp.ndarray, prep: Preprocessing) -> jnp.ndarray:
+def from_network(x, prep: Preprocessing):
     """Inverse of :func:`to_network` (no clipping): back to RGB in [0, 1]."""
-    x = x * jnp.asarray(prep.std, x.dtype) + jnp.asarray(prep.mean, x.dtype)
+    x = x * np.asarray(prep.std, x.dtype) + np.asarray(prep.mean, x.dtype)
     if prep.channel_order == "BGR":
         x = x[..., ::-1]
     return x / prep.pixel_range

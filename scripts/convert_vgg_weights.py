@@ -31,9 +31,9 @@ Usage::
 
 The default output is ``$JSTYLE_WEIGHTS``, else ``$XDG_CACHE_HOME/jstyle/vgg19-imagenet.h5``
 (``~/.cache`` when ``XDG_CACHE_HOME`` is unset); with ``--normalize``,
-``vgg19-normalized.h5`` beside it. Same as ``python -m jstyle.weights.convert``.
+``vgg19-normalized.h5`` beside it. Same as ``python -m jstyle.weights``.
 """
 
-from jstyle.weights.convert import main
+from jstyle.weights.provision import main
 
 raise SystemExit(main())

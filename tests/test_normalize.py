@@ -17,7 +17,7 @@ from jstyle.layers import CONV_CHANNELS, CONV_LAYERS
 from jstyle.preprocessing import CAFFE, to_network
 from jstyle.vgg import extract_features
 from jstyle.weights import convert as conv
-from jstyle.weights import normalize, store
+from jstyle.weights import normalize, provision, store
 from tests.helpers import one_line_error
 
 RELUS = normalize.RELU_LAYERS
@@ -324,9 +324,9 @@ def test_provision_normalized_real(cache: Path, real_weights) -> None:
     cache.mkdir()
     base = cache / "vgg19-imagenet.h5"
     os.symlink(real_weights.path, base)
-    assert store.resolve_weights(None) == store.resolve_weights("vgg19") == base
+    assert provision.resolve_weights(None) == provision.resolve_weights("vgg19") == base
     messages: list[str] = []
-    path = store.resolve_weights("vgg19-normalized", log=messages.append)
+    path = provision.resolve_weights("vgg19-normalized", log=messages.append)
     assert path == cache / "vgg19-normalized.h5" == store.variant_path("vgg19-normalized")
     assert len(messages) == 1, messages
     assert "not found" in messages[0] and "once" in messages[0] and "48 px" in messages[0]
@@ -337,7 +337,7 @@ def test_provision_normalized_real(cache: Path, real_weights) -> None:
     assert record.size == 48 and record.images == len(normalize.SKIMAGE_CALIBRATION) + 1
     assert record.calibration == normalize.default_calibration_summary(48)
     stamp = path.stat().st_mtime_ns
-    assert store.resolve_weights("vgg19-normalized", log=messages.append) == path
+    assert provision.resolve_weights("vgg19-normalized", log=messages.append) == path
     assert len(messages) == 1 and path.stat().st_mtime_ns == stamp  # made once
     assert sorted(p.name for p in cache.iterdir()) == ["vgg19-imagenet.h5", "vgg19-normalized.h5"]
 
@@ -346,13 +346,13 @@ def test_provision_again_when_base_changes(cache: Path, base_params) -> None:
     base = cache / "vgg19-imagenet.h5"
     store.save_weights(base, base_params, CAFFE, PROVENANCE)
     messages: list[str] = []
-    path = store.ensure_weights(variant="vgg19-normalized", log=messages.append)
+    path = provision.ensure_weights(variant="vgg19-normalized", log=messages.append)
     first = store.load_weights(path).normalization.base_params_sha256
     assert first == store.load_weights(base).params_sha256 and len(messages) == 1
     doubled = {layer: {"kernel": p["kernel"] * 2, "bias": p["bias"]}
                for layer, p in base_params.items()}
     store.save_weights(base, doubled, CAFFE, PROVENANCE)
-    assert store.ensure_weights(variant="vgg19-normalized", log=messages.append) == path
+    assert provision.ensure_weights(variant="vgg19-normalized", log=messages.append) == path
     assert len(messages) == 2 and "made from other weights" in messages[1]
     assert store.load_weights(path).normalization.base_params_sha256 != first
 
@@ -369,14 +369,14 @@ def test_provision_normalized_beside_jstyle_weights(
 
 
 def test_unknown_variant(cache: Path) -> None:
-    one_line_error(lambda: store.resolve_weights("vgg19-normalised"),
+    one_line_error(lambda: provision.resolve_weights("vgg19-normalised"),
                    "unknown weights variant 'vgg19-normalised'", "did you mean vgg19-normalized",
                    "vgg19, vgg19-normalized")
-    message = one_line_error(lambda: store.resolve_weights("resnet"), "'resnet'", "path of a")
+    message = one_line_error(lambda: provision.resolve_weights("resnet"), "'resnet'", "path of a")
     assert "did you mean" not in message
-    one_line_error(lambda: store.ensure_weights(variant="vgg16"), "unknown weights variant")
+    one_line_error(lambda: provision.ensure_weights(variant="vgg16"), "unknown weights variant")
     one_line_error(lambda: store.variant_path("vgg16"), "unknown weights variant")
-    one_line_error(lambda: store.resolve_weights("typo.h5"), "typo.h5 does not exist")
+    one_line_error(lambda: provision.resolve_weights("typo.h5"), "typo.h5 does not exist")
     assert not cache.exists()  # nothing provisioned
 
 
@@ -386,7 +386,7 @@ def test_cli_normalize(
     out = tmp_path / "n.h5"
     args = ["--normalize", "--input", str(base_file), "--output", str(out),
             "--calibration", str(calibration_folder)]
-    assert conv.main(args) == 0
+    assert provision.main(args) == 0
     assert store.load_weights(out).variant == "vgg19-normalized"
     assert capsys.readouterr().out.splitlines()[-1] == f"jstyle: wrote {out}"
     not_jstyle = tmp_path / "keras.h5"
@@ -402,7 +402,7 @@ def test_cli_normalize(
         (["--normalize", "--input", str(base_file), "--output", str(tmp_path / "e.h5"),
           "--calibration", str(tmp_path / "missing")], "missing does not exist"),
     ]:
-        assert conv.main(argv) == 2, argv
+        assert provision.main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("convert_vgg_weights: error: ") and message in err, err
         assert err.count("\n") == 1 and "Traceback" not in err

