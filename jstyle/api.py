@@ -21,10 +21,13 @@ from PIL import Image
 from jstyle.config import resolve
 from jstyle.errors import JStyleError
 
+__all__ = ["stylize"]
+
 ImageLike = Union[Image.Image, np.ndarray, str, os.PathLike]  # noqa: UP007 - a runtime alias
 
-#: Keys that are arguments of :func:`stylize` (or, for files, of the command line only).
-NOT_KEYWORDS = ("content", "style", "masks", "output", "save_every")
+#: Config keys of the command line only: :func:`stylize` writes no file. (``content``,
+#: ``style``, ``masks`` and ``init`` are its arguments.)
+NOT_KEYWORDS = ("output", "save_every")
 
 
 def _pil(image: ImageLike, what: str) -> Image.Image:
@@ -79,8 +82,8 @@ def stylize(
     """
     wrong = [k for k in config if k in NOT_KEYWORDS]
     if wrong:
-        raise JStyleError(f"{', '.join(wrong)}: pass images as arguments of stylize() "
-                          "(files and save_every belong to the command line)")
+        raise JStyleError(f"{', '.join(wrong)}: stylize() writes no file and returns the "
+                          "image; output and save_every belong to the command line")
     styles = [] if style is None else list(style) if isinstance(style, (list, tuple)) \
         else [style]
     values = dict(config)
@@ -95,8 +98,6 @@ def stylize(
     settings = resolve({**values,
                         "style": [f"<style {i} given to stylize()>" for i in range(len(styles))],
                         "masks": [f"<mask {i} given to stylize()>" for i in range(len(masks))]})
-    if init is None and settings.init not in INITS:  # the init key named a file
-        init = settings.init
 
     from jstyle.engine import Interrupted
     from jstyle.inputs import prepare_inputs

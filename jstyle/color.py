@@ -29,6 +29,9 @@ import numpy as np
 
 from jstyle.options import PRESERVE_COLOR
 
+__all__ = ["PRESERVE_COLOR", "match_color", "rgb_to_yiq", "yiq_to_rgb", "luminance",
+    "match_luminance", "combine_luminance", "prepare", "finish"]
+
 RGB_TO_YIQ: np.ndarray = np.array(
     [
         [0.299, 0.587, 0.114],

@@ -32,6 +32,8 @@ from jstyle.options import (
     check_weights_value,
 )
 
+__all__ = ["Config", "FIELDS", "resolve", "read_yaml", "parse_override", "BASE_KEY"]
+
 LayerWeights = tuple[tuple[str, float], ...]
 
 
@@ -41,7 +43,10 @@ def _key(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - the datacla
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """A resolved run configuration. Defaults are the paper's choices (Gatys et al. 2016)."""
+    """A resolved run configuration. Defaults are the paper's choices as printed (Gatys et
+    al. 2016: layers, w_l, average pooling, white noise, L-BFGS, alpha/beta = 1e-3) on the
+    network as trained; ``configs/paper.yaml`` adds the normalised network and the alpha/beta
+    of its figures (README)."""
 
     content: str | None = _key(
         None, "content photo (any image Pillow reads), or a folder or glob pattern of them (a "

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+__all__ = ["BLOCKS", "CONV_LAYERS", "LAYERS", "CONV_CHANNELS", "PAPER_CONTENT_LAYERS",
+    "PAPER_STYLE_LAYERS", "layer_index", "deepest", "channels", "relu_of", "downsampling"]
+
 # (output channels, number of convolutions) of each of VGG-19's five blocks.
 BLOCKS: tuple[tuple[int, int], ...] = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
 

@@ -23,6 +23,9 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
+__all__ = ["gram_matrix", "content_loss", "style_layer_loss", "style_loss",
+    "guided_gram_matrix", "guided_style_layer_loss", "total_variation_loss", "total_loss"]
+
 Array = jax.Array
 
 

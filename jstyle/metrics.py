@@ -15,6 +15,8 @@ import numpy as np
 
 from jstyle.preprocessing import to_8bit
 
+__all__ = ["neighbour_difference", "noise_ratio"]
+
 
 def neighbour_difference(image: np.ndarray) -> float:
     """Mean of |I(y+1, x) - I(y, x)| + |I(y, x+1) - I(y, x)| over pixels and channels, in

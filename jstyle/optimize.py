@@ -49,6 +49,10 @@ import optax
 
 from jstyle.options import BOUNDS, LBFGS_BACKENDS, LINE_SEARCHES, OPTIMIZERS
 
+__all__ = ["BOX", "LBFGS", "LBFGSState", "JaxoptLBFGS", "Adam", "AdamState", "Solver",
+    "Steps", "make_solver", "run_steps", "two_loop", "OPTIMIZERS", "LBFGS_BACKENDS",
+    "LINE_SEARCHES", "BOUNDS"]
+
 Array = jax.Array
 #: The objective as the solvers see it: the image -> (loss, auxiliary terms).
 Fun = Callable[[Array], tuple[Array, Any]]

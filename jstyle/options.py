@@ -19,6 +19,11 @@ from pathlib import Path
 
 from jstyle.errors import JStyleError
 
+__all__ = ["OPTIMIZERS", "LBFGS_BACKENDS", "LINE_SEARCHES", "BOUNDS", "POOLING", "INITS",
+    "NOISE_AMPLITUDE", "PRESERVE_COLOR", "SHARDING_MODES", "BASE_VARIANT",
+    "NORMALIZED_VARIANT", "VARIANT_FILES", "VARIANTS", "unknown_variant",
+    "check_weights_value"]
+
 #: Optimisers of the image: L-BFGS (the paper's) and Adam.
 OPTIMIZERS: tuple[str, ...] = ("lbfgs", "adam")
 #: Implementations of L-BFGS (:mod:`jstyle.optimize`).

@@ -27,6 +27,9 @@ import numpy as np
 
 from jstyle.config import Config
 
+__all__ = ["Phase", "ResumePoint", "Outcome", "phases", "objective_and_solver",
+    "load_cached_weights", "run_transfer", "state_template"]
+
 
 class Phase(NamedTuple):
     """One optimisation of a run, at one size."""

@@ -28,6 +28,9 @@ from jstyle.objective import Objective
 from jstyle.optimize import Solver
 from jstyle.options import INITS, NOISE_AMPLITUDE
 
+__all__ = ["initial_image", "stylize", "Progress", "Result", "Interrupted", "INITS",
+    "NOISE_AMPLITUDE"]
+
 Array = jax.Array
 
 

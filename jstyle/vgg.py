@@ -27,6 +27,8 @@ import jax.numpy as jnp
 from jstyle.layers import CONV_CHANNELS, LAYERS, layer_index
 from jstyle.options import POOLING
 
+__all__ = ["VGG19", "extract_features", "POOLING"]
+
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 
@@ -40,7 +42,7 @@ def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     HWIO convolution with the flipped, transposed kernel.
 
     Mathematically the same as ``lax.conv_general_dilated``'s own derivative. It exists
-    for speed: inside a loop (the optimiser's ``fori_loop`` and its line search) XLA:CPU
+    for speed: inside a loop (the optimiser's ``while_loop`` and its line search) XLA:CPU
     compiles autodiff's transposed convolution, whose kernel layout is ``01oi``, to a
     naive loop nest instead of its library convolution -- four times slower per
     evaluation. Written as an ``01io`` convolution it takes the fast path everywhere.
