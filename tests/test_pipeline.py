@@ -75,3 +75,25 @@ def test_a_non_finite_loss_in_a_coarse_stage_ends_the_run_there(weights, inputs)
     assert outcome.result.image.shape == inputs.content.shape
     assert np.isfinite(outcome.result.image).all()
     assert outcome.stages[0]["complete"] is False and outcome.resume.phase == 0
+
+
+def test_coarse_to_fine_stages(random_params, rng):
+    import types
+
+    from jstyle.config import resolve
+    from jstyle.inputs import Inputs
+    from jstyle.pipeline import run_transfer
+
+    weights = types.SimpleNamespace(params=random_params, preprocessing=CAFFE)
+    content = rng.random((48, 64, 3), dtype=np.float32)
+    style = rng.random((48, 64, 3), dtype=np.float32)
+    config = resolve({"size": 64, "coarse_sizes": [32, 48], "coarse_iterations": 2,
+                      "iterations": 1, "optimizer": "adam"})
+    outcome = run_transfer(weights, Inputs(content, [style], "noise", {}), config)
+    image, stages = outcome.result.image, outcome.stages
+    assert image.shape == content.shape and np.isfinite(image).all()
+    assert [(s["width"], s["height"], s["iterations"]) for s in stages] == [(32, 24, 2),
+                                                                           (48, 36, 2)]
+    # alpha scaled by the ratio of pixels, so each stage strikes the full size's balance
+    assert stages[0]["content_weight"] == pytest.approx(4.0)
+    assert stages[1]["content_weight"] == pytest.approx((48 * 64) / (36 * 48))
