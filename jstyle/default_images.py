@@ -346,11 +346,6 @@ def mosaic_painting(height: int = 512, width: int = 512, seed: int = 0) -> np.nd
     return np.clip(img, 0.0, 1.0).astype(np.float32)
 
 
-def default_style_image() -> np.ndarray:
-    """The default style image: :func:`swirl_painting` at 512x512, float32 RGB in [0, 1]."""
-    return swirl_painting(512, 512)
-
-
 def default_content_image() -> np.ndarray:
     """The default content image: scikit-image's ``chelsea`` cat, float32 RGB in [0, 1].
 

@@ -9,7 +9,6 @@ from scipy import ndimage
 from jstyle import default_images
 from jstyle.default_images import (
     DEFAULT_CONTENT_NAME,
-    DEFAULT_STYLE_NAME,
     default_content_image,
     swirl_painting,
 )
@@ -77,19 +76,6 @@ def test_look_scales_with_size() -> None:
 def test_rejects_tiny_sizes() -> None:
     with pytest.raises(ValueError):
         swirl_painting(4, 64)
-
-
-def test_default_style_image(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = []
-
-    def fake(height: int = 512, width: int = 512, seed: int = 0) -> np.ndarray:
-        calls.append((height, width, seed))
-        return np.zeros((height, width, 3), np.float32)
-
-    monkeypatch.setattr(default_images, "swirl_painting", fake)
-    assert default_images.default_style_image().shape == (512, 512, 3)
-    assert calls == [(512, 512, 0)]
-    assert DEFAULT_STYLE_NAME == "swirl_painting"
 
 
 def test_default_content_image() -> None:
