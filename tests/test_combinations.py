@@ -106,6 +106,8 @@ def test_each_combination_runs_or_is_refused_before_compiling(real_weights, imag
         assert not compiled  # refused before anything ran
         return
     if feature == "--resume":  # stopped after its first chunk, then continued
+        whole = tmp_path / "whole.png"
+        assert run.main(_argv(feature, mode, images, whole)) == 0, capsys.readouterr().err
         checks = []
         real_check = engine.check_stop
 
@@ -128,3 +130,37 @@ def test_each_combination_runs_or_is_refused_before_compiling(real_weights, imag
         assert "incomplete" not in record and len(record["history"]) == 2
         if feature == "save_every":
             assert Path(str(sidecar).replace(".json", "_00001.png")).is_file()
+        if feature == "--resume":  # ends where the uninterrupted run ends
+            uninterrupted = json.loads(Path(str(sidecar).replace(
+                str(tmp_path / "out"), str(tmp_path / "whole"))).read_text())
+            np.testing.assert_allclose(record["history"], uninterrupted["history"], rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode, coarse", [("none", False), ("none", True), ("batch", False),
+                                          ("spatial", False)])
+def test_a_non_finite_loss_stops_every_mode_with_its_last_finite_image(
+        real_weights, images, tmp_path, monkeypatch, capsys, mode, coarse):
+    """Exit code 1, and a finite image at the size its sidecar names, in every mode and
+    in a coarse stage: the style targets poisoned to overflow eq. 4."""
+    from jstyle import engine, run
+
+    monkeypatch.setenv("JSTYLE_WEIGHTS", str(real_weights.path))
+    real_optimise = engine.optimise
+
+    def poisoned(params, contents, styles, *args, **kwargs):
+        return real_optimise(params, contents, [np.full_like(s, 1e30) for s in styles],
+                             *args, **kwargs)
+
+    monkeypatch.setattr(engine, "optimise", poisoned)
+    output = tmp_path / "out.png"
+    argv = _argv("coarse_sizes" if coarse else "optimizer: adam", mode, images, output)
+    assert run.main(argv) == 1
+    assert "the loss became NaN or infinite" in capsys.readouterr().err
+    sidecars = [output.with_suffix(".json")] if mode != "batch" else \
+        sorted((tmp_path / "out").glob("*.json"))
+    for sidecar in sidecars:
+        record = json.loads(sidecar.read_text())
+        assert record["incomplete"]["phase_name"] == ("coarse stage 1/1" if coarse
+                                                      else "full size")
+        saved = Image.open(sidecar.with_suffix(".png"))
+        assert saved.size == (record["size"]["width"], record["size"]["height"])
