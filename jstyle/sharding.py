@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jstyle import engine
+from jstyle import engine, transfer
 from jstyle.engine import BatchProgress, Interrupted, Progress, Result, make_mesh
 from jstyle.errors import JStyleError
 from jstyle.layers import deepest, downsampling
@@ -229,21 +229,8 @@ def stylize_spatial(
     (:func:`check_spatial`).
     """
     mesh = mesh or make_mesh(HEIGHT_AXIS)
-    content = np.asarray(content, np.float32)
-    check_spatial(content.shape[0], objective, mesh.size)
-    styles = [np.asarray(s, np.float32) for s in styles]
-    start = _host_init(init, content, styles[0], seed, noise_amplitude)
-
-    def on_chunk(report: engine.Report) -> None:
-        if on_progress is not None:
-            history = report.histories[0]
-            on_progress(Progress(len(history), report.images[0], report.terms()[0],
-                                 history[on_chunk.reported:], report.evaluations[0]))
-            on_chunk.reported = len(history)
-
-    on_chunk.reported = 0
-    (result,) = engine.optimise(params, content, styles, style_blend, None, start, objective,
-                                solver, iterations=iterations, mesh=mesh, batched=False,
-                                state=state, offset=offset, save_every=save_every,
-                                on_chunk=on_chunk)
-    return result
+    check_spatial(np.shape(content)[0], objective, mesh.size)
+    return transfer.stylize(params, content, styles, objective, solver, iterations=iterations,
+                            init=init, seed=seed, noise_amplitude=noise_amplitude,
+                            style_blend=style_blend, save_every=save_every, state=state,
+                            offset=offset, on_progress=on_progress, mesh=mesh)

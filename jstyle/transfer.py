@@ -78,6 +78,7 @@ def stylize(
     state: Any = None,
     offset: int = 0,
     on_progress: Callable[[Progress], None] | None = None,
+    mesh: Any = None,
 ) -> Result:
     """Render ``content`` in the style of ``styles`` (already sized: the paper resizes them to
     the content's size; another size acts as a style scale).
@@ -100,6 +101,10 @@ def stylize(
         ``state`` the solver state its :class:`Interrupted` result carried, ``offset`` the
         iterations it had made.
       on_progress: called after each chunk of iterations.
+      mesh: where to run: None, this process's first device
+        (:func:`jstyle.engine.one_device_mesh`); a one-axis mesh of several splits the
+        image's rows over them (what :func:`jstyle.sharding.stylize_spatial` checks and
+        passes).
 
     A loss or image that becomes NaN or infinite stops the run: the result keeps
     the last finite image, and ``stopped`` names the iteration and the loss terms
@@ -121,6 +126,7 @@ def stylize(
     on_chunk.reported = 0
     (result,) = engine.optimise(
         params, content, styles, style_blend, masks, start, objective, solver,
-        iterations=iterations, mesh=engine.one_device_mesh(), batched=False, state=state,
+        iterations=iterations, mesh=mesh or engine.one_device_mesh(), batched=False,
+        state=state,
         offset=offset, save_every=save_every, on_chunk=on_chunk)
     return result
