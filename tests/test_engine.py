@@ -76,12 +76,17 @@ def test_ctrl_c_waits_for_the_chunk_boundary(random_params, problem):
         if progress.iteration == 2:
             signal.raise_signal(signal.SIGINT)
 
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    with pytest.raises(engine.Interrupted) as stop:
-        transfer.stylize(random_params, content, [style], OBJECTIVE, SOLVERS["lbfgs"],
-                         iterations=6, on_progress=on_progress)
-    assert seen == [1, 2] and len(stop.value.result.history) == 2
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    # Python's own handler, as in an interactive session (a background job, as CI may run
+    # the suite, starts with SIGINT ignored).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(engine.Interrupted) as stop:
+            transfer.stylize(random_params, content, [style], OBJECTIVE, SOLVERS["lbfgs"],
+                             iterations=6, on_progress=on_progress)
+        assert seen == [1, 2] and len(stop.value.result.history) == 2
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_chunks_end_on_multiples_of_save_every_counted_from_the_start(random_params, problem):
