@@ -145,13 +145,25 @@ def _run(args: argparse.Namespace) -> int:
     paths = content_paths(config.content)
     if paths is None:
         return _run_one(config, args, resume=args.resume)
-    # A batch: one output per content image, in a folder named after the output.
-    from jstyle import outputs
+    # A batch: one output per content image, in a folder named after the output. One stop
+    # scope around it all: a Ctrl-C between two images is taken when the next one's
+    # optimisation starts, so that image is saved (at iteration 0) and --resume goes on.
+    from jstyle import engine
 
     folder = Path(config.output).with_suffix("")
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    if config.sharding == "batch":
-        return _run_sharded_batch(config, paths, folder, args, log)
+    with engine.stoppable():
+        if config.sharding == "batch":
+            return _run_sharded_batch(config, paths, folder, args, log)
+        return _run_batch(config, paths, folder, args, log)
+
+
+def _run_batch(config: Config, paths: list[str], folder: Path, args: argparse.Namespace,
+               log) -> int:
+    """A batch run image by image (each a one-device run); finished images skipped with
+    ``--resume``."""
+    from jstyle import outputs
+
     codes = []
     for i, path in enumerate(paths, start=1):
         item = dataclasses.replace(config, content=path,

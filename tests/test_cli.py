@@ -56,6 +56,10 @@ def test_help_and_config_errors_import_no_jax(argv):
     assert proc.stdout.strip().splitlines()[-1] in ("0 []", "2 []"), proc.stdout + proc.stderr
 
 
+#: A network two blocks deep: the interrupt tests' runs compile in a fraction of the time.
+SHALLOW = ["--set", "content_layers=[relu2_2]", "--set", "style_layers=[relu1_1, relu2_1]"]
+
+
 @pytest.fixture
 def photo(tmp_path: Path) -> Path:
     path = tmp_path / "photo with space é.png"
@@ -159,54 +163,6 @@ def _start(args: list[str], env: dict) -> subprocess.Popen:
                             stderr=subprocess.PIPE, env={**os.environ, **env})
 
 
-def _wait_for_progress(proc: subprocess.Popen, at_least: int) -> None:
-    """Read the progress bar until it shows ``at_least`` iterations done."""
-    import re
-
-    seen = ""
-    while proc.poll() is None:
-        seen += proc.stderr.read(1)
-        counts = [int(n) for n in re.findall(r"\| *(\d+)/\d+ \[", seen)]
-        if counts and counts[-1] >= at_least:
-            return
-    raise AssertionError(f"the run ended before iteration {at_least}: {seen[-500:]}")
-
-
-@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
-def test_interrupt_saves_and_resume_finishes(real_weights, tmp_path, photo, sig):
-    import signal
-
-    out = tmp_path / "run.png"
-    args = ["--content", str(photo), "--output", str(out), "--set", "size=48",
-            "--set", "iterations=300", "--set", "optimizer=adam", *SHALLOW]
-    env = {"JSTYLE_WEIGHTS": str(real_weights.path)}
-    proc = _start(args, env)
-    _wait_for_progress(proc, 20)
-    proc.send_signal(getattr(signal, sig))
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err and "--resume" in err
-    record = json.loads(out.with_suffix(".json").read_text())
-    done = record["incomplete"]["iteration"]
-    assert 20 <= done < 300 and len(record["history"]) == done
-    assert Image.open(out).size == (48, 32)
-    with np.load(out.with_suffix(".resume.npz")) as saved:
-        assert saved["image"].shape == (32, 48, 3) and np.isfinite(saved["image"]).all()
-        assert "state_0" in saved  # Adam's moments: the run continues exactly
-
-    if sig == "SIGINT":  # resume once; the SIGTERM case only checks the save
-        proc = jstyle(*args, "--resume", env=env)
-        assert proc.returncode == 0, proc.stderr
-        record = json.loads(out.with_suffix(".json").read_text())
-        assert "incomplete" not in record and len(record["history"]) == 300
-        assert not out.with_suffix(".resume.npz").exists()
-        assert record["losses"]["total"] <= min(record["history"][:done]) * 1.0001
-
-
-#: A network two blocks deep: the interrupt tests' runs compile in a fraction of the time.
-SHALLOW = ["--set", "content_layers=[relu2_2]", "--set", "style_layers=[relu1_1, relu2_1]"]
-
-
 def _interrupt_when(args: list[str], env: dict, marker: str, sig: str = "SIGINT") -> str:
     """Start a run, send ``sig`` once its stderr shows ``marker``; its stderr."""
     import signal
@@ -221,66 +177,108 @@ def _interrupt_when(args: list[str], env: dict, marker: str, sig: str = "SIGINT"
     return seen + err
 
 
-@pytest.mark.parametrize("phase, sig", [("coarse stage", "SIGTERM"), ("full size", "SIGINT")])
+#: Each phase of a run: its settings, the stderr line after which the signal is sent (a
+#: coarse stage's or a batch image's line comes before it compiles, so the stop lands before
+#: its first chunk), the phase the sidecar must name, and the outputs (batch: one per photo).
+PHASES = {
+    "plain run": ([], "| 1/20 [", "full size", None),
+    "coarse stage": (["coarse_sizes=[32]", "coarse_iterations=20", "preserve_color=luminance"],
+                     "coarse stage 1/1", "coarse stage 1/1", None),
+    "full size after a coarse stage": (["coarse_sizes=[32]", "coarse_iterations=20",
+                                        "preserve_color=luminance"], "| 1/20 [", "full size",
+                                       None),
+    "batch image 2": ([], "image 2/2", "full size", "ab"),
+    "data-parallel batch": (["sharding=batch", "save_every=5"], "| 1/20 [", "full size", "ab"),
+    "spatial": (["sharding=spatial", "save_every=5"], "| 1/20 [", "full size", None),
+}
+
+
+def _phase_run(phase: str, images: Path, output: Path) -> list[str]:
+    settings, _, _, batch = PHASES[phase]
+    content = images / "folder" if batch else images / "photo.png"
+    args = ["--content", str(content), "--output", str(output), "--set", "size=48",
+            "--set", "iterations=20", *SHALLOW]
+    for setting in settings:
+        args += ["--set", setting]
+    return args
+
+
+def _phase_env(real_weights, phase: str) -> dict:
+    env = {"JSTYLE_WEIGHTS": str(real_weights.path)}
+    if phase == "spatial":  # the rows of a 48x32 image over 2 fake devices
+        env.update(XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    return env
+
+
+def _sidecars(output: Path, phase: str) -> list[Path]:
+    batch = PHASES[phase][3]
+    return [output.with_suffix(".json")] if not batch else \
+        [output.with_suffix("") / f"{name}.json" for name in batch]
+
+
+@pytest.fixture(scope="module")
+def phase_images(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("phase_images")
+    rng = np.random.default_rng(6)
+    (folder / "folder").mkdir()
+    for path in (folder / "photo.png", folder / "folder" / "a.png", folder / "folder" / "b.png"):
+        Image.fromarray((rng.random((32, 48, 3)) * 255).astype(np.uint8)).save(path)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(real_weights, phase_images, tmp_path_factory):
+    """Each phase's run, never interrupted (made once, for both signals)."""
+    made: dict[str, Path] = {}
+
+    def run(phase: str) -> Path:
+        if phase not in made:
+            output = tmp_path_factory.mktemp("whole") / "whole.png"
+            proc = jstyle(*_phase_run(phase, phase_images, output), "--quiet",
+                          env=_phase_env(real_weights, phase))
+            assert proc.returncode == 0, proc.stderr
+            made[phase] = output
+        return made[phase]
+    return run
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("phase", list(PHASES))
 def test_a_run_interrupted_in_any_phase_resumes_to_the_uninterrupted_image(
-        real_weights, tmp_path, photo, phase, sig):
-    """Coarse stage or full size, SIGINT or SIGTERM: exit 130, a finite PNG at the size its
-    sidecar names, and --resume ends at the image of a run never interrupted."""
-    env = {"JSTYLE_WEIGHTS": str(real_weights.path)}
-    common = ["--content", str(photo), "--set", "size=64", "--set", "coarse_sizes=[32]",
-              "--set", "coarse_iterations=20", "--set", "iterations=20",
-              "--set", "preserve_color=luminance", *SHALLOW]
-    reference = tmp_path / "whole.png"
-    assert jstyle(*common, "--output", str(reference), "--quiet", env=env).returncode == 0
+        real_weights, phase_images, uninterrupted, tmp_path, phase, sig):
+    """Every phase, SIGINT and SIGTERM: exit 130, a PNG at the size its sidecar names (a
+    coarse stage's upsampled, its colours restored), the phase named, and --resume ends at
+    the image of a run never interrupted."""
+    env = _phase_env(real_weights, phase)
     out = tmp_path / "stopped.png"
-    args = [*common, "--output", str(out)]
-    # The coarse stage's line comes before it compiles: the stop lands before its first chunk.
-    marker = "coarse stage 1/1" if phase == "coarse stage" else "| 1/20 ["
-    err = _interrupt_when(args, env, marker, sig)
+    args = _phase_run(phase, phase_images, out)
+    err = _interrupt_when(args, env, PHASES[phase][1], sig)
     assert "Traceback" not in err and "--resume" in err
-    record = json.loads(out.with_suffix(".json").read_text())
-    assert record["incomplete"]["phase_name"] == ("coarse stage 1/1" if phase == "coarse stage"
-                                                  else "full size")
-    size = (record["size"]["width"], record["size"]["height"])
-    assert Image.open(out).size == size == (64, 43)
-    assert np.asarray(Image.open(out)).std() > 0  # colours restored, not a grey coarse image
+    stopped = [json.loads(p.read_text()) for p in _sidecars(out, phase)]
+    incomplete = [r for r in stopped if "incomplete" in r]
+    assert incomplete and all(r["incomplete"]["phase_name"] == PHASES[phase][2]
+                              for r in incomplete)
+    for path, record in zip(_sidecars(out, phase), stopped, strict=True):
+        png = Image.open(path.with_suffix(".png"))
+        assert png.size == (record["size"]["width"], record["size"]["height"]) == (48, 32)
+        assert np.asarray(png).std() > 0  # not a grey coarse image
+        if "incomplete" in record:  # the exact image and the optimiser's state, to go on from
+            with np.load(path.with_suffix(".resume.npz")) as saved:
+                assert np.isfinite(saved["image"]).all() and "state_0" in saved
     proc = jstyle(*args, "--resume", "--quiet", env=env)
     assert proc.returncode == 0, proc.stderr
-    whole = json.loads(reference.with_suffix(".json").read_text())
-    resumed = json.loads(out.with_suffix(".json").read_text())
-    np.testing.assert_allclose(resumed["history"], whole["history"], rtol=1e-4)
-    np.testing.assert_allclose(resumed["coarse_stages"][0]["history"],
-                               whole["coarse_stages"][0]["history"], rtol=1e-4)
-    a, b = (np.asarray(Image.open(p), np.float32) for p in (reference, out))
-    assert np.abs(a - b).max() <= 1  # the same image, to the 8-bit rounding
-
-
-def test_a_data_parallel_batch_interrupted_resumes_to_the_uninterrupted_images(real_weights,
-                                                                            tmp_path):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(5)
-    for name in ("a", "b"):
-        Image.fromarray((rng.random((32, 48, 3)) * 255).astype(np.uint8)).save(
-            photos / f"{name}.png")
-    env = {"JSTYLE_WEIGHTS": str(real_weights.path)}
-    common = ["--content", str(photos), "--set", "size=48", "--set", "iterations=20",
-              "--set", "sharding=batch", "--set", "save_every=5", *SHALLOW]
-    assert jstyle(*common, "--output", str(tmp_path / "whole.png"), "--quiet",
-                  env=env).returncode == 0
-    args = [*common, "--output", str(tmp_path / "part.png")]
-    _interrupt_when(args, env, "| 1/20 [")
-    records = {n: json.loads((tmp_path / "part" / f"{n}.json").read_text()) for n in "ab"}
-    assert all(r["incomplete"] for r in records.values())
-    proc = jstyle(*args, "--resume", "--quiet", env=env)
-    assert proc.returncode == 0, proc.stderr
-    for name in "ab":
-        whole = json.loads((tmp_path / "whole" / f"{name}.json").read_text())
-        resumed = json.loads((tmp_path / "part" / f"{name}.json").read_text())
-        np.testing.assert_allclose(resumed["history"], whole["history"], rtol=1e-4)
-        frames = sorted(p.name for p in (tmp_path / "part").glob(f"{name}_0*.png"))
-        assert frames == [f"{name}_{i:05d}.png" for i in (5, 10, 15)]  # none skipped
-        assert (tmp_path / "part" / f"{name}_progress.gif").is_file()
+    whole = uninterrupted(phase)
+    for mine, theirs in zip(_sidecars(out, phase), _sidecars(whole, phase), strict=True):
+        resumed, reference = (json.loads(p.read_text()) for p in (mine, theirs))
+        assert "incomplete" not in resumed
+        np.testing.assert_allclose(resumed["history"], reference["history"], rtol=1e-4)
+        for a, b in zip(resumed["coarse_stages"], reference["coarse_stages"], strict=True):
+            np.testing.assert_allclose(a["history"], b["history"], rtol=1e-4)
+        a, b = (np.asarray(Image.open(p.with_suffix(".png")), np.float32) for p in (mine, theirs))
+        assert np.abs(a - b).max() <= 1  # the same image, to the 8-bit rounding
+        if "save_every=5" in PHASES[phase][0]:  # no frame skipped across the resume
+            frames = sorted(p.name for p in mine.parent.glob(f"{mine.stem}_0*.png"))
+            assert frames == [f"{mine.stem}_{i:05d}.png" for i in (5, 10, 15)]
 
 
 def test_resume_refuses_other_settings_or_nothing(real_weights, tmp_path, photo):
@@ -378,7 +376,8 @@ def test_from_image_redoes_a_run_with_two_blended_styles(real_weights, tmp_path,
     env = {"JSTYLE_WEIGHTS": str(real_weights.path)}
     first = jstyle("--content", str(photo), "--style", str(style), "--style", str(photo),
                    "--set", "style_blend_weights=[3, 1]", "--set", "size=32",
-                   "--set", "iterations=3", "--output", str(out), "--quiet", env=env)
+                   "--set", "iterations=3", "--output", str(out), "--quiet", *SHALLOW,
+                   env=env)
     assert first.returncode == 0, first.stderr
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["config"]["style_blend_weights"] == [3.0, 1.0]
@@ -403,7 +402,7 @@ def test_a_batch_writes_one_output_per_image_and_resumes(real_weights, tmp_path)
     env = {"JSTYLE_WEIGHTS": str(real_weights.path)}
     out = tmp_path / "out" / "batch.png"
     args = ["--content", str(photos), "--output", str(out), "--set", "size=32",
-            "--set", "iterations=2"]
+            "--set", "iterations=2", *SHALLOW]
     proc = jstyle(*args, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "image 3/3" in proc.stderr
@@ -427,7 +426,8 @@ def test_coarse_to_fine_run(real_weights, tmp_path, photo):
     out = tmp_path / "multi.png"
     proc = jstyle("--content", str(photo), "--output", str(out), "--set", "size=64",
                   "--set", "coarse_sizes=[32]", "--set", "coarse_iterations=2",
-                  "--set", "iterations=2", env={"JSTYLE_WEIGHTS": str(real_weights.path)})
+                  "--set", "iterations=2", *SHALLOW,
+                  env={"JSTYLE_WEIGHTS": str(real_weights.path)})
     assert proc.returncode == 0, proc.stderr
     assert "coarse stage 1/1: 32x22 px, 2 iterations" in proc.stderr
     record = json.loads(out.with_suffix(".json").read_text())
