@@ -281,6 +281,44 @@ def test_a_run_interrupted_in_any_phase_resumes_to_the_uninterrupted_image(
             assert frames == [f"{mine.stem}_{i:05d}.png" for i in (5, 10, 15)]
 
 
+@pytest.fixture(scope="module")
+def poisoned_weights(real_weights, tmp_path_factory) -> Path:
+    """The real network with conv1_1 scaled by 1e20: its Gram matrices overflow float32, so
+    the loss is infinite from the first evaluation in whichever phase uses it."""
+    from jstyle.weights.store import LICENSE, load_weights, save_weights
+
+    weights = load_weights(real_weights.path)
+    params = {k: dict(v) for k, v in weights.params.items()}
+    params["conv1_1"]["kernel"] = params["conv1_1"]["kernel"] * 1e20
+    path = tmp_path_factory.mktemp("poisoned") / "poisoned.h5"
+    save_weights(path, params, weights.preprocessing,
+                 {"source": "test", "source_file": "none", "source_sha256": "0" * 64,
+                  "license": LICENSE, "converter_version": "1"})
+    return path
+
+
+@pytest.mark.parametrize("phase", list(PHASES))
+def test_a_non_finite_loss_in_any_phase_keeps_its_last_finite_image(
+        real_weights, poisoned_weights, phase_images, tmp_path, phase):
+    """A poisoned network in each phase: exit code 1, the phase named, and the last finite
+    image saved at the size its sidecar names. The full size after a coarse stage is
+    poisoned by resuming an interrupted run on the poisoned file ($JSTYLE_WEIGHTS)."""
+    out = tmp_path / "poisoned.png"
+    args = _phase_run(phase, phase_images, out)
+    env = {**_phase_env(real_weights, phase), "JSTYLE_WEIGHTS": str(poisoned_weights)}
+    if phase == "full size after a coarse stage":
+        _interrupt_when(args, _phase_env(real_weights, phase), PHASES[phase][1])
+        args = [*args, "--resume"]
+    proc = jstyle(*args, "--quiet", env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert "the loss became NaN or infinite" in proc.stderr and "Traceback" not in proc.stderr
+    for path in _sidecars(out, phase):
+        record = json.loads(path.read_text())
+        assert record["incomplete"]["phase_name"] == PHASES[phase][2]
+        png = Image.open(path.with_suffix(".png"))
+        assert png.size == (record["size"]["width"], record["size"]["height"]) == (48, 32)
+
+
 def test_resume_refuses_other_settings_or_nothing(real_weights, tmp_path, photo):
     out = tmp_path / "none.png"
     env = {"JSTYLE_WEIGHTS": str(real_weights.path)}
@@ -328,30 +366,6 @@ def test_a_run_stopped_by_a_non_finite_loss_keeps_its_image(real_weights, tmp_pa
                                     "phase_name": "full size"}
     assert np.asarray(Image.open(out)).mean() == pytest.approx(128, abs=1)
     assert out.with_suffix(".resume.npz").is_file()
-
-
-def test_a_non_finite_loss_in_a_coarse_stage_keeps_its_image_at_full_size(
-        real_weights, tmp_path, photo, monkeypatch, capsys):
-    """Exit code 1 (not 2), the coarse stage's last finite image saved at the full size."""
-    from jstyle import run, transfer
-
-    real = transfer.stylize
-
-    def poisoned(params, content, styles, objective, solver, **kw):
-        if content.shape[1] == 32:  # the coarse stage: a style that overflows eq. 4
-            styles = [np.full_like(s, 1e30) for s in styles]
-        return real(params, content, styles, objective, solver, **kw)
-
-    monkeypatch.setattr(transfer, "stylize", poisoned)
-    monkeypatch.setenv("JSTYLE_WEIGHTS", str(real_weights.path))
-    out = tmp_path / "nan.png"
-    code = run.main(["--content", str(photo), "--output", str(out), "--set", "size=48",
-                     "--set", "coarse_sizes=[32]", "--set", "iterations=2", "--quiet"])
-    assert code == 1
-    assert "stopped: coarse stage 1/1 (32 px): the loss became NaN" in capsys.readouterr().err
-    record = json.loads(out.with_suffix(".json").read_text())
-    assert record["incomplete"]["phase_name"] == "coarse stage 1/1"
-    assert Image.open(out).size == (record["size"]["width"], record["size"]["height"])
 
 
 def test_an_unwritable_output_folder_is_reported_before_the_run(tmp_path, photo, monkeypatch,

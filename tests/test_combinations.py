@@ -1,6 +1,7 @@
 """What combines with what: every cell of the README's table, run through the command line
 (in this process, on the real weights, tiny images): a cell that works runs to exit code 0,
-a refused one is one line and exit code 2 before anything compiles."""
+a refused one is one line and exit code 2 before anything compiles. (A non-finite loss in
+each mode and phase: tests/test_cli.py.)"""
 
 from __future__ import annotations
 
@@ -134,33 +135,3 @@ def test_each_combination_runs_or_is_refused_before_compiling(real_weights, imag
             uninterrupted = json.loads(Path(str(sidecar).replace(
                 str(tmp_path / "out"), str(tmp_path / "whole"))).read_text())
             np.testing.assert_allclose(record["history"], uninterrupted["history"], rtol=1e-4)
-
-
-@pytest.mark.parametrize("mode, coarse", [("none", False), ("none", True), ("batch", False),
-                                          ("spatial", False)])
-def test_a_non_finite_loss_stops_every_mode_with_its_last_finite_image(
-        real_weights, images, tmp_path, monkeypatch, capsys, mode, coarse):
-    """Exit code 1, and a finite image at the size its sidecar names, in every mode and
-    in a coarse stage: the style targets poisoned to overflow eq. 4."""
-    from jstyle import engine, run
-
-    monkeypatch.setenv("JSTYLE_WEIGHTS", str(real_weights.path))
-    real_optimise = engine.optimise
-
-    def poisoned(params, contents, styles, *args, **kwargs):
-        return real_optimise(params, contents, [np.full_like(s, 1e30) for s in styles],
-                             *args, **kwargs)
-
-    monkeypatch.setattr(engine, "optimise", poisoned)
-    output = tmp_path / "out.png"
-    argv = _argv("coarse_sizes" if coarse else "optimizer: adam", mode, images, output)
-    assert run.main(argv) == 1
-    assert "the loss became NaN or infinite" in capsys.readouterr().err
-    sidecars = [output.with_suffix(".json")] if mode != "batch" else \
-        sorted((tmp_path / "out").glob("*.json"))
-    for sidecar in sidecars:
-        record = json.loads(sidecar.read_text())
-        assert record["incomplete"]["phase_name"] == ("coarse stage 1/1" if coarse
-                                                      else "full size")
-        saved = Image.open(sidecar.with_suffix(".png"))
-        assert saved.size == (record["size"]["width"], record["size"]["height"])
