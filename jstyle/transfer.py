@@ -15,15 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jstyle import engine
-from jstyle.engine import (  # noqa: F401 - the results of a transfer, re-exported
-    Interrupted,
-    Progress,
-    Result,
-    chunk_size,
-    host_terms,
-    nan_stop_reason,
-    needs_final_evaluation,
-)
+from jstyle.engine import Interrupted, Progress, Result  # a transfer's results, re-exported
 from jstyle.objective import Objective
 from jstyle.optimize import Solver
 from jstyle.options import INITS, NOISE_AMPLITUDE
