@@ -33,3 +33,12 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def expand_user(path: str | os.PathLike[str]) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded; one that names no user (or no
+    home folder is known) is kept as written -- a file may be called ``~draft.h5``."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        return Path(path)

@@ -82,6 +82,9 @@ def check_weights_value(text: str) -> None:
     config runs before anything loads."""
     if text in VARIANTS:
         return
-    path = Path(text).expanduser()
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:  # "~name" with no such user: a file name like any other
+        path = Path(text)
     if not path.is_file() and "/" not in text and os.sep not in text and not path.suffix:
         raise unknown_variant(text)

@@ -239,3 +239,14 @@ def test_a_bad_base_is_one_line(tmp_path, text, fragment):
     (tmp_path / "loop.yaml").write_text(text)
     with pytest.raises(JStyleError, match=fragment):
         read_yaml(tmp_path / "loop.yaml")
+
+
+def test_a_weights_file_named_like_a_home_folder_is_a_file(tmp_path, monkeypatch):
+    """``~draft.h5`` names no user: it is a (missing) file, not a crash (Hypothesis found
+    Path.expanduser raising here)."""
+    monkeypatch.chdir(tmp_path)
+    assert resolve({"weights": "~draft.h5"}).weights == "~draft.h5"
+    from jstyle.weights.provision import ensure_weights
+
+    with pytest.raises(JStyleError, match="does not exist"):
+        ensure_weights("~draft.h5")

