@@ -162,18 +162,17 @@ def _resize(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def state_template(weights, inputs, config: Config, phase: Phase):
     """The shapes of the solver state of ``phase`` (to check a saved one against)."""
-    from jstyle import color, engine
+    from jstyle import engine
     from jstyle.inputs import style_size
 
     objective, solver = objective_and_solver(config, weights.preprocessing)
     objective = dataclasses.replace(objective, content_weight=phase.content_weight)
-    content, styles = color.prepare(config.preserve_color, inputs.content, inputs.styles)
     sh, sw = style_size(phase.height, phase.width, config)
     masks = None if inputs.masks is None else np.zeros(
         (len(inputs.masks), phase.height, phase.width), np.float32)
     return engine.state_template(
         weights.params, np.zeros((phase.height, phase.width, 3), np.float32),
-        [np.zeros((sh, sw, 3), np.float32)] * len(styles), config.style_blend, masks,
+        [np.zeros((sh, sw, 3), np.float32)] * len(inputs.styles), config.style_blend, masks,
         objective, solver)
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from jstyle import __version__
 from jstyle.config import FIELDS, Config, parse_override, read_yaml, resolve
 from jstyle.errors import JStyleError
+from jstyle.terminal import EXIT_INTERRUPTED, EXIT_STOPPED
 
 PROG = "python -m jstyle.run"
 
@@ -175,7 +176,7 @@ def _run_batch(config: Config, paths: list[str], folder: Path, args: argparse.Na
             continue
         log(f"jstyle: image {i}/{len(paths)}: {path}")
         code = _run_one(item, args, resume=state == "incomplete")
-        if code == 130:
+        if code == EXIT_INTERRUPTED:
             return code
         codes.append(code)
     return max(codes, default=0)
@@ -227,12 +228,9 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
                       jax.device_count())
     point = None if saved is None else _resume_point(saved, previous, weights, inputs, config,
                                                      plan, output)
-    full = plan[-1]
-    done = point.done if point is not None and point.phase == full.index else 0
-    history = list(previous.get("history", [])) if done else []
-    terms_history = list(previous.get("terms_history", [])) if done else []
-    earlier_counts = list(previous.get("evaluations_per_iteration") or []) if done else []
-    evaluations = previous.get("evaluations", 0) if done else 0
+    done = point.done if point is not None and point.phase == plan[-1].index else 0
+    earlier = previous if done else {}  # the full-size iterations already made
+    terms_history = list(earlier.get("terms_history", []))
 
     writer = jax.process_index() == 0  # one host reports and writes
     quiet = args.quiet or not writer
@@ -256,47 +254,59 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
     with ProgressBar(config.iterations, initial=done, disable=quiet) as bar:
         outcome = pipeline.run_transfer(weights, inputs, config, resume=point,
                                         on_progress=on_progress, log=bar.write)
-    result = outcome.result
-    history = history + result.history
-    result = result._replace(evaluations_history=earlier_counts
-                             + list(result.evaluations_history or []))
+    result, history = _continued(outcome.result, earlier)
     record = outputs.run_record(config, inputs, weights, result, outcome.stages, history,
-                                terms_history, evaluations + result.evaluations, estimates[0],
-                                started)
+                                terms_history, result.evaluations, estimates[0], started)
     resume_at = None
     if outcome.resume is not None:
-        record["incomplete"] = {"reason": result.stopped, "iteration": len(history),
-                                "phase": outcome.phase.index, "phase_name": outcome.phase.name}
-        resume_at = _saved_point(outcome.resume)
+        resume_at = _incomplete(record, result, len(history), outcome.phase, outcome.resume)
     return _finish(output, result, record, outcome.interrupted, log, resume_at)
+
+
+def _continued(result, earlier: dict):
+    """``result`` with the iterations a resumed run made before (``earlier``: its record;
+    empty for a fresh run) counted in: its evaluations and their history; and the whole
+    loss history."""
+    counts = list(earlier.get("evaluations_per_iteration") or []) \
+        + list(result.evaluations_history or [])
+    result = result._replace(evaluations_history=counts,
+                             evaluations=earlier.get("evaluations", 0) + result.evaluations)
+    return result, list(earlier.get("history", [])) + list(result.history)
+
+
+def _incomplete(record: dict[str, Any], result, iterations: int, phase, point):
+    """Mark ``record`` incomplete (why, after which full-size iteration, in which phase) and
+    return the resume file of ``point`` (a :class:`jstyle.pipeline.ResumePoint`)."""
+    from jstyle import engine, outputs
+
+    record["incomplete"] = {"reason": result.stopped, "iteration": iterations,
+                            "phase": phase.index, "phase_name": phase.name}
+    leaves, structure = (None, None) if point.state is None else \
+        engine.state_leaves(point.state)
+    return outputs.SavedPoint(point.phase, point.done, point.image, leaves, structure)
+
+
+def _restored_state(saved, template, output: Path):
+    """The optimiser state a resume file holds, checked against ``template`` (this run's
+    shapes)."""
+    from jstyle import engine, outputs
+
+    try:
+        return engine.state_from_leaves(template, saved.leaves, saved.structure)
+    except ValueError as e:
+        raise JStyleError(f"cannot resume from {outputs.resume_path(output)}: {e}; start the "
+                          "run again without --resume") from None
 
 
 def _resume_point(saved, previous: dict, weights, inputs, config: Config, plan, output: Path):
     """The :class:`jstyle.pipeline.ResumePoint` of a resume file, its optimiser state
     checked against this run's."""
-    from jstyle import engine, outputs, pipeline
+    from jstyle import pipeline
 
-    state = None
-    if saved.leaves is not None:
-        phase = plan[saved.phase]
-        try:
-            state = engine.state_from_leaves(
-                pipeline.state_template(weights, inputs, config, phase), saved.leaves,
-                saved.structure)
-        except ValueError as e:
-            raise JStyleError(f"cannot resume from {outputs.resume_path(output)}: {e}; start "
-                              "the run again without --resume") from None
+    state = None if saved.leaves is None else _restored_state(
+        saved, pipeline.state_template(weights, inputs, config, plan[saved.phase]), output)
     return pipeline.ResumePoint(saved.phase, saved.image, state, saved.done,
                                 list(previous.get("coarse_stages", [])))
-
-
-def _saved_point(point):
-    """A :class:`jstyle.pipeline.ResumePoint` as the resume file stores it."""
-    from jstyle import engine, outputs
-
-    leaves, structure = (None, None) if point.state is None else \
-        engine.state_leaves(point.state)
-    return outputs.SavedPoint(point.phase, point.done, point.image, leaves, structure)
 
 
 def _finish(output: Path, result, record: dict[str, Any], interrupted: bool, log,
@@ -307,17 +317,17 @@ def _finish(output: Path, result, record: dict[str, Any], interrupted: bool, log
     from jstyle import outputs
 
     if jax.process_index() != 0:  # the others ran the same program and agree
-        return 130 if interrupted else 1 if result.stopped else 0
+        return EXIT_INTERRUPTED if interrupted else EXIT_STOPPED if result.stopped else 0
     outputs.write_outputs(output, result.image, record, resume)
     outputs.write_report(output, record, result.image)
     side = outputs.sidecar_path(output)
     if interrupted:
         print(f"jstyle: {result.stopped}; saved {output} and {side}; continue with the same "
               "command and --resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     if result.stopped:
         print(f"jstyle: stopped: {result.stopped}; saved {output} and {side}", file=sys.stderr)
-        return 1
+        return EXIT_STOPPED
     log(f"jstyle: wrote {output} and {side} (loss {result.delivered['total']:.4g}, "
         f"{result.timings['optimize_s']:.1f} s)")
     return 0
@@ -379,19 +389,14 @@ def _run_sharded_batch(config: Config, paths: list[str], folder: Path,
             f"{' (resuming)' if resumed else ''}")
         states = offsets = None
         if resumed:
-            phase = pipeline.phases(config, shape[0], shape[1])[-1]
-            template = pipeline.state_template(weights, group[0][1], config, phase)
+            template = pipeline.state_template(
+                weights, group[0][1], config, pipeline.phases(config, shape[0], shape[1])[-1])
             states, offsets = [], []
             for item, _, _, saved, _ in group:
                 if saved.leaves is None:
                     raise JStyleError(f"{item.output} stopped without an optimiser state (a "
                                       "non-finite loss); resume it with sharding: none")
-                try:
-                    states.append(engine.state_from_leaves(template, saved.leaves,
-                                                           saved.structure))
-                except ValueError as e:
-                    raise JStyleError(f"cannot resume from "
-                                      f"{outputs.resume_path(Path(item.output))}: {e}") from None
+                states.append(_restored_state(saved, template, Path(item.output)))
                 offsets.append(saved.done)
             init = np.stack([saved.image for *_, saved, _ in group])
         else:
@@ -420,25 +425,18 @@ def _run_sharded_batch(config: Config, paths: list[str], folder: Path,
                     states=states, offsets=offsets, on_progress=on_progress)
             except engine.Interrupted as stop:
                 results, interrupted = stop.results, True
+        phase = pipeline.phases(config, shape[0], shape[1])[-1]  # the only one: no coarse
         for (item, inputs, estimate, _, previous), result in zip(group, results, strict=True):
-            history = list(previous.get("history", [])) + result.history
-            counts = list(previous.get("evaluations_per_iteration") or []) \
-                + list(result.evaluations_history or [])
-            record = outputs.run_record(item, inputs, weights,
-                                        result._replace(evaluations_history=counts), [],
-                                        history, [], previous.get("evaluations", 0)
-                                        + result.evaluations, estimate, started)
+            result, history = _continued(result, previous)
+            record = outputs.run_record(item, inputs, weights, result, [], history, [],
+                                        result.evaluations, estimate, started)
             record["sharding"] = {"mode": "batch", "devices": mesh.size, "batch": len(group)}
-            point = None
-            if result.stopped:
-                record["incomplete"] = {"reason": result.stopped, "iteration": len(history),
-                                        "phase": 0, "phase_name": "full size"}
-                leaves, structure = (None, None) if result.state is None else \
-                    engine.state_leaves(result.state)
-                point = outputs.SavedPoint(0, len(history), result.image, leaves, structure)
+            point = None if not result.stopped else _incomplete(
+                record, result, len(history), phase,
+                pipeline.ResumePoint(phase.index, result.image, result.state, len(history), []))
             codes.append(_finish(Path(item.output), result, record, interrupted, log, point))
         if interrupted:
-            return 130
+            return EXIT_INTERRUPTED
     return max(codes, default=0)
 
 
