@@ -16,11 +16,15 @@ compiled program (a ``lax.while_loop``), so the host sees the optimisation only 
 chunks.
 
 L-BFGS backends:
-  ``jstyle`` (default): :class:`LBFGS`, a projected L-BFGS written here. Its direction is
-    the two-loop recursion applied to the gradient of the free pixels (those not held at a
-    bound by their gradient), its step a move along the projected path
-    ``clip(x + t d, 0, 1)``; line search ``backtracking`` (Armijo on that path, usually one
-    evaluation per iteration) or ``none`` (the unit step, one evaluation per iteration).
+  ``jstyle`` (default): :class:`LBFGS`, L-BFGS in the box written here. Its direction is
+    L-BFGS-B's: the pixels that a steepest-descent step of the estimate's scale would put on
+    a bound go there (a Cauchy point whose path stops after one step), and the others take
+    the Newton step of the quadratic model restricted to them
+    (:func:`reduced_newton_step`, through the compact representation); its step a move
+    along the projected path ``clip(x + t d, 0, 1)``; line search ``backtracking`` (Armijo
+    on that path, usually one evaluation per iteration) or ``none`` (the unit step, one
+    evaluation per iteration). Without the box it is plain L-BFGS (the two-loop
+    recursion).
   ``jaxopt``: ``jaxopt.LBFGSB`` (Byrd, Lu, Nocedal & Zhu's L-BFGS-B: Cauchy point and
     subspace minimisation) in the box, ``jaxopt.LBFGS`` without it; line search ``zoom``
     (strong Wolfe), ``backtracking`` or ``none``.
@@ -31,9 +35,13 @@ References:
   Nocedal & Wright, "Numerical Optimization", 2nd ed., 2006: alg. 7.4 (the two-loop
   recursion), eq. 7.20 (the initial scaling), alg. 3.1 (backtracking), 3.5-3.6 (zoom).
   Byrd, Lu, Nocedal & Zhu, "A Limited Memory Algorithm for Bound Constrained
-  Optimization", SIAM J. Sci. Comput. 16(5), 1995 (L-BFGS-B).
-  Kim, Sra & Dhillon, "Tackling Box-Constrained Optimization via a New Projected
-  Quasi-Newton Approach", SIAM J. Sci. Comput. 32(6), 2010 (the free-variable projection).
+  Optimization", SIAM J. Sci. Comput. 16(5), 1995 (L-BFGS-B: the Cauchy point, sec. 4,
+  and the subspace minimisation, sec. 5).
+  Byrd, Nocedal & Schnabel, "Representations of Quasi-Newton Matrices and their Use in
+  Limited Memory Methods", Math. Programming 63, 1994 (the compact form, eq. 3.5).
+  Bertsekas, "Projected Newton Methods for Optimization Problems with Simple
+  Constraints", SIAM J. Control Optim. 20(2), 1982 (an active set from a scaled gradient
+  step).
 """
 
 from __future__ import annotations
@@ -50,7 +58,8 @@ import optax
 from jstyle.options import BOUNDS, LBFGS_BACKENDS, LINE_SEARCHES, OPTIMIZERS
 
 __all__ = ["BOX", "LBFGS", "LBFGSState", "JaxoptLBFGS", "Adam", "AdamState", "Solver",
-    "Steps", "make_solver", "run_steps", "two_loop", "OPTIMIZERS", "LBFGS_BACKENDS",
+    "Steps", "make_solver", "run_steps", "two_loop", "compact_form", "reduced_newton_step",
+    "OPTIMIZERS", "LBFGS_BACKENDS",
     "LINE_SEARCHES", "BOUNDS"]
 
 Array = jax.Array
@@ -112,6 +121,57 @@ def two_loop(q: Array, s: Array, y: Array, rho: Array, count: Array, gamma: Arra
     return jax.lax.fori_loop(0, memory, oldest_first, r)
 
 
+def compact_form(s: Array, y: Array, count: Array, gamma: Array) -> tuple[Array, Array]:
+    """The compact representation of the L-BFGS Hessian estimate, ``B = theta I - W M W^T``
+    with ``W = [Y, theta S]`` (Byrd, Nocedal & Schnabel 1994, eq. 3.5), in the ring buffers'
+    slot order: returns ``(theta, M)``, ``M`` of shape ``(2 memory, 2 memory)`` with the rows
+    and columns of empty slots zero (they then add nothing).
+
+    ``M = [[-D, L^T], [L, theta S^T S]]^-1``, ``D`` the diagonal of ``S^T Y`` and ``L`` its
+    part where the first pair is newer than the second (the strictly lower triangle in
+    chronological order, here picked out by each slot's age)."""
+    memory = s.shape[0]
+    stored = jnp.minimum(count, memory)
+    flat_s, flat_y = s.reshape(memory, -1), y.reshape(memory, -1)
+    rank = (jnp.arange(memory) - (count - stored)) % memory  # 0 = the oldest stored pair
+    valid = rank < stored
+    sy, ss = flat_s @ flat_y.T, flat_s @ flat_s.T
+    theta = 1.0 / gamma
+    lower = jnp.where(rank[:, None] > rank[None, :], sy, 0.0)
+    k = jnp.block([[-jnp.diag(jnp.diag(sy)), lower.T], [lower, theta * ss]])
+    both = jnp.concatenate([valid, valid])
+    pair = both[:, None] & both[None, :]
+    k = jnp.where(pair, k, jnp.diag((~both).astype(k.dtype)))
+    return theta, jnp.where(pair, jnp.linalg.inv(k), 0.0)
+
+
+def reduced_newton_step(g: Array, delta: Array, free: Array, s: Array, y: Array, count: Array,
+                        gamma: Array) -> Array:
+    """L-BFGS-B's subspace step (Byrd, Lu, Nocedal & Zhu 1995, sec. 5): with the pixels off
+    ``free`` moved by ``delta`` (to their bounds), the free pixels' step
+    ``-B_FF^-1 (g_F + B_FA delta_A)`` that minimises the quadratic model over them; zero off
+    ``free``. ``B_FF^-1`` through the compact form and the Sherman-Morrison-Woodbury formula:
+    ``(1/theta) I + (1/theta^2) W_F^T (I - (1/theta) M W_F W_F^T)^-1 M W_F``."""
+    memory = s.shape[0]
+    theta, m = compact_form(s, y, count, gamma)
+    flat_s, flat_y = s.reshape(memory, -1), y.reshape(memory, -1)
+    f = free.reshape(-1)
+
+    def w(v):  # W^T v for an image-sized v: (2 memory,)
+        return jnp.concatenate([flat_y @ v, theta * (flat_s @ v)])
+
+    def w_t(u):  # W u: image-sized
+        return flat_y.T @ u[:memory] + theta * (flat_s.T @ u[memory:])
+
+    r = jnp.where(f, g.reshape(-1) - w_t(m @ w(delta.reshape(-1))), 0.0)
+    fy, fs = jnp.where(f, flat_y, 0.0), jnp.where(f, flat_s, 0.0)
+    yy, ys, ss = fy @ flat_y.T, fy @ flat_s.T, fs @ flat_s.T
+    wfw = jnp.block([[yy, theta * ys], [theta * ys.T, theta * theta * ss]])
+    u = jnp.linalg.solve(jnp.eye(2 * memory, dtype=g.dtype) - m @ wfw / theta, m @ w(r))
+    step = -(r / theta + jnp.where(f, w_t(u), 0.0) / (theta * theta))
+    return step.reshape(g.shape)
+
+
 def _evaluate(fun: Fun, x: Array) -> tuple[Array, Any, Array]:
     (value, terms), grad = jax.value_and_grad(fun, has_aux=True)(x)
     return value, terms, grad
@@ -119,7 +179,7 @@ def _evaluate(fun: Fun, x: Array) -> tuple[Array, Any, Array]:
 
 @dataclasses.dataclass(frozen=True)
 class LBFGS:
-    """Projected L-BFGS (see the module docstring): ``memory`` pairs kept, ``line_search``
+    """L-BFGS in the box (see the module docstring): ``memory`` pairs kept, ``line_search``
     ``"backtracking"`` or ``"none"``, ``bounds`` the box (None: unconstrained L-BFGS).
 
     The first step, with no curvature known yet, moves a unit Euclidean distance along
@@ -148,18 +208,25 @@ class LBFGS:
 
     def _direction(self, x: Array, state: LBFGSState) -> Array:
         g = state.grad
-        if self.bounds is None:
-            free = jnp.ones(x.shape, bool)
-        else:  # held at a bound by a gradient pushing outward: not free to move
-            low, high = self.bounds
-            free = ~(((x <= low) & (g > 0)) | ((x >= high) & (g < 0)))
-        g_free = jnp.where(free, g, 0.0)
-        d = jnp.where(free, -two_loop(g_free, state.s, state.y, state.rho, state.count,
-                                      state.gamma), 0.0)
-        descent = _vdot(g, d) < 0
-        d = jnp.where(descent, d, -g_free)
-        # No curvature yet: a first step of unit length (L-BFGS-B's choice).
         first = state.count == 0
+        if self.bounds is None:
+            held = jnp.zeros(x.shape, bool)
+            d = -two_loop(g, state.s, state.y, state.rho, state.count, state.gamma)
+        else:
+            low, high = self.bounds
+            held = ((x <= low) & (g > 0)) | ((x >= high) & (g < 0))
+            # The active set: the pixels a steepest-descent step of the estimate's own scale
+            # would put on their bound (L-BFGS-B's Cauchy point, with its path cut short at
+            # one step); they go there, and the rest take the reduced Newton step.
+            scaled = x - state.gamma * g
+            active = jnp.where(first, held,
+                               ((g > 0) & (scaled <= low)) | ((g < 0) & (scaled >= high)))
+            delta = jnp.where(active, jnp.where(g > 0, low, high) - x, 0.0)
+            d = jnp.where(active, delta, reduced_newton_step(
+                g, delta, ~active, state.s, state.y, state.count, state.gamma))
+        steepest = jnp.where(held, 0.0, -g)
+        d = jnp.where(first | ~(_vdot(g, d) < 0), steepest, d)
+        # No curvature yet: a first step of unit length (L-BFGS-B's choice).
         norm = jnp.sqrt(_vdot(d, d))
         return jnp.where(first, d / jnp.maximum(norm, 1e-30), d)
 

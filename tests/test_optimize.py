@@ -14,6 +14,7 @@ from jstyle.optimize import (
     Adam,
     JaxoptLBFGS,
     make_solver,
+    reduced_newton_step,
     run_steps,
     two_loop,
 )
@@ -73,6 +74,63 @@ def test_two_loop_with_fewer_pairs_than_memory(rng):
     f32 = [jnp.asarray(v, jnp.float32) for v in (q, S, Y, rho)]
     got = two_loop(*f32, jnp.asarray(1), jnp.asarray(gamma, jnp.float32))
     np.testing.assert_allclose(np.asarray(got), H @ q, rtol=2e-4, atol=1e-5)
+
+
+def _bfgs_hessian(s_all: np.ndarray, y_all: np.ndarray, theta: float) -> np.ndarray:
+    """B_k of the direct BFGS update (Nocedal & Wright, eq. 6.19) from theta I, pair by pair."""
+    B = theta * np.eye(s_all.shape[1])
+    for s, y in zip(s_all, y_all, strict=True):
+        Bs = B @ s
+        B = B - np.outer(Bs, Bs) / (s @ Bs) + np.outer(y, y) / (y @ s)
+    return B
+
+
+@pytest.mark.parametrize("pushed", [2, 7], ids=["fewer-pairs-than-memory", "ring-wrapped"])
+def test_reduced_newton_step_minimises_the_model_over_the_free_pixels(rng, pushed):
+    """L-BFGS-B's subspace step: with the active pixels moved by delta, the free pixels'
+    step is -B_FF^-1 (g_F + B_FA delta_A) for the dense BFGS matrix of the stored pairs."""
+    n, memory = 10, 4
+    A = rng.standard_normal((n, n))
+    A = A @ A.T + n * np.eye(n)
+    s_all = rng.standard_normal((pushed, n))
+    y_all = s_all @ A
+    S, Y = np.zeros((memory, n)), np.zeros((memory, n))
+    for k in range(pushed):
+        S[k % memory], Y[k % memory] = s_all[k], y_all[k]
+    gamma = (s_all[-1] @ y_all[-1]) / (y_all[-1] @ y_all[-1])
+    B = _bfgs_hessian(s_all[-memory:], y_all[-memory:], 1.0 / gamma)
+    g = rng.standard_normal(n)
+    free = np.ones(n, bool)
+    free[[1, 4, 7]] = False
+    delta = np.where(free, 0.0, rng.standard_normal(n))
+    F, Act = np.flatnonzero(free), np.flatnonzero(~free)
+    want = np.zeros(n)
+    want[F] = -np.linalg.solve(B[np.ix_(F, F)], g[F] + B[np.ix_(F, Act)] @ delta[Act])
+    f32 = [jnp.asarray(v, jnp.float32) for v in (g, delta)]
+    got = reduced_newton_step(*f32, jnp.asarray(free), jnp.asarray(S, jnp.float32),
+                              jnp.asarray(Y, jnp.float32), jnp.asarray(pushed),
+                              jnp.asarray(gamma, jnp.float32))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=2e-3, atol=2e-4 * np.abs(want).max())
+
+
+def test_reduced_newton_step_with_every_pixel_free_is_the_two_loop_direction(rng):
+    n, memory, pushed = 8, 3, 5
+    A = rng.standard_normal((n, n))
+    A = A @ A.T + n * np.eye(n)
+    s_all = rng.standard_normal((pushed, n))
+    y_all = s_all @ A
+    S, Y, rho = np.zeros((memory, n)), np.zeros((memory, n)), np.zeros(memory)
+    for k in range(pushed):
+        S[k % memory], Y[k % memory] = s_all[k], y_all[k]
+        rho[k % memory] = 1.0 / (s_all[k] @ y_all[k])
+    gamma = jnp.asarray((s_all[-1] @ y_all[-1]) / (y_all[-1] @ y_all[-1]), jnp.float32)
+    g = jnp.asarray(rng.standard_normal(n), jnp.float32)
+    S, Y, rho = (jnp.asarray(v, jnp.float32) for v in (S, Y, rho))
+    got = reduced_newton_step(g, jnp.zeros_like(g), jnp.ones(n, bool), S, Y,
+                              jnp.asarray(pushed), gamma)
+    want = -two_loop(g, S, Y, rho, jnp.asarray(pushed), gamma)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-3,
+                               atol=2e-4 * float(jnp.abs(want).max()))
 
 
 SOLVERS = [LBFGS(10, "backtracking"), LBFGS(10, "none"), JaxoptLBFGS(10, "zoom"),
