@@ -31,8 +31,9 @@ from PIL import Image, ImageFile, ImageOps, PngImagePlugin, UnidentifiedImageErr
 
 from jstyle.errors import JStyleError
 from jstyle.fileio import atomic_path
+from jstyle.preprocessing import RESAMPLE_FILTER
 
-RESAMPLE = Image.Resampling.LANCZOS
+RESAMPLE = Image.Resampling[RESAMPLE_FILTER]
 
 #: File name suffixes jstyle reads as images from a folder (a batch, a calibration set).
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jstyle.preprocessing import to_8bit
+from jstyle.preprocessing import RESAMPLE_FILTER, to_8bit
 
 __all__ = ["neighbour_difference", "noise_ratio"]
 
@@ -29,10 +29,12 @@ def neighbour_difference(image: np.ndarray) -> float:
 
 def noise_ratio(image: np.ndarray, style: np.ndarray) -> float:
     """:func:`neighbour_difference` of ``image`` over that of ``style`` resized to its size
-    (bilinear with antialiasing, as jstyle resizes its inputs)."""
+    with the filter jstyle resizes its inputs with (so the painting is measured as the run
+    saw it)."""
     from PIL import Image
 
     height, width = np.shape(image)[:2]
-    resized = Image.fromarray(to_8bit(style)).resize((width, height), Image.Resampling.BILINEAR)
+    resized = Image.fromarray(to_8bit(style)).resize((width, height),
+                                                     Image.Resampling[RESAMPLE_FILTER])
     reference = neighbour_difference(np.asarray(resized, np.float32) / 255.0)
     return neighbour_difference(image) / max(reference, 1e-12)

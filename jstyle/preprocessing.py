@@ -13,7 +13,11 @@ import dataclasses
 import numpy as np
 
 __all__ = ["Preprocessing", "CAFFE", "TORCHVISION", "to_network", "from_network", "to_8bit",
-    "delivered"]
+    "delivered", "RESAMPLE_FILTER"]
+
+#: The Pillow filter every image is resized with (``PIL.Image.Resampling[RESAMPLE_FILTER]``):
+#: the content, style, mask and start images, and the painting a result is measured against.
+RESAMPLE_FILTER = "LANCZOS"
 
 #: The ImageNet mean in Caffe's BGR order and 0-255 range (Simonyan & Zisserman).
 CAFFE_BGR_MEAN: tuple[float, float, float] = (103.939, 116.779, 123.68)

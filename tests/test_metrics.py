@@ -40,3 +40,15 @@ def test_white_noise_against_a_smooth_painting(rng):
     # The reference is resized to the image's size first.
     big = np.repeat(np.repeat(smooth, 2, axis=0), 2, axis=1)
     assert noise_ratio(smooth, big) == pytest.approx(1.0, rel=0.2)
+
+
+def test_the_painting_is_measured_as_the_run_resizes_it(rng):
+    """The reference is the style image resized by jstyle's own resizing (images.resize_to),
+    not by another filter: at 512 px the two differ by 40% on The Starry Night."""
+    from jstyle.images import from_array, resize_to, to_array
+
+    painting = rng.random((90, 120, 3), dtype=np.float32)
+    image = rng.random((48, 64, 3), dtype=np.float32)
+    seen = to_array(resize_to(from_array(painting), 48, 64))
+    assert noise_ratio(image, painting) == pytest.approx(
+        neighbour_difference(image) / neighbour_difference(seen), rel=1e-6)
