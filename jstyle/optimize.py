@@ -58,7 +58,8 @@ import optax
 from jstyle.options import BOUNDS, LBFGS_BACKENDS, LINE_SEARCHES, OPTIMIZERS
 
 __all__ = ["BOX", "LBFGS", "LBFGSState", "JaxoptLBFGS", "Adam", "AdamState", "Solver",
-    "Steps", "make_solver", "run_steps", "two_loop", "compact_form", "reduced_newton_step",
+    "Steps", "make_solver", "run_steps", "two_loop", "compact_form", "updated_gram",
+    "reduced_newton_step",
     "OPTIMIZERS", "LBFGS_BACKENDS",
     "LINE_SEARCHES", "BOUNDS"]
 
@@ -85,8 +86,9 @@ def _vdot(a: Array, b: Array) -> Array:
 
 
 class LBFGSState(NamedTuple):
-    """:class:`LBFGS`'s state: the current point's loss, gradient and terms, and the last
-    ``memory`` pairs (s, y) in a ring buffer (slot ``count % memory`` is the next)."""
+    """:class:`LBFGS`'s state: the current point's loss, gradient and terms, the last
+    ``memory`` pairs (s, y) in a ring buffer (slot ``count % memory`` is the next), and their
+    inner products (kept up to date pair by pair, so a step never recomputes them)."""
 
     value: Array
     grad: Array
@@ -96,6 +98,7 @@ class LBFGSState(NamedTuple):
     rho: Array  # (memory,) 1 / (y . s)
     count: Array  # pairs stored so far (all time)
     gamma: Array  # the initial inverse-Hessian scale s.y / y.y (eq. 7.20)
+    gram: Array  # (3, memory, memory): s_i . y_j, s_i . s_j, y_i . y_j by slot (box only)
 
 
 def two_loop(q: Array, s: Array, y: Array, rho: Array, count: Array, gamma: Array) -> Array:
@@ -121,21 +124,21 @@ def two_loop(q: Array, s: Array, y: Array, rho: Array, count: Array, gamma: Arra
     return jax.lax.fori_loop(0, memory, oldest_first, r)
 
 
-def compact_form(s: Array, y: Array, count: Array, gamma: Array) -> tuple[Array, Array]:
+def compact_form(gram: Array, count: Array, gamma: Array) -> tuple[Array, Array]:
     """The compact representation of the L-BFGS Hessian estimate, ``B = theta I - W M W^T``
     with ``W = [Y, theta S]`` (Byrd, Nocedal & Schnabel 1994, eq. 3.5), in the ring buffers'
-    slot order: returns ``(theta, M)``, ``M`` of shape ``(2 memory, 2 memory)`` with the rows
-    and columns of empty slots zero (they then add nothing).
+    slot order, from the pairs' inner products ``gram`` (:class:`LBFGSState`): returns
+    ``(theta, M)``, ``M`` of shape ``(2 memory, 2 memory)`` with the rows and columns of
+    empty slots zero (they then add nothing).
 
     ``M = [[-D, L^T], [L, theta S^T S]]^-1``, ``D`` the diagonal of ``S^T Y`` and ``L`` its
     part where the first pair is newer than the second (the strictly lower triangle in
     chronological order, here picked out by each slot's age)."""
-    memory = s.shape[0]
+    sy, ss = gram[0], gram[1]
+    memory = sy.shape[0]
     stored = jnp.minimum(count, memory)
-    flat_s, flat_y = s.reshape(memory, -1), y.reshape(memory, -1)
     rank = (jnp.arange(memory) - (count - stored)) % memory  # 0 = the oldest stored pair
     valid = rank < stored
-    sy, ss = flat_s @ flat_y.T, flat_s @ flat_s.T
     theta = 1.0 / gamma
     lower = jnp.where(rank[:, None] > rank[None, :], sy, 0.0)
     k = jnp.block([[-jnp.diag(jnp.diag(sy)), lower.T], [lower, theta * ss]])
@@ -145,30 +148,66 @@ def compact_form(s: Array, y: Array, count: Array, gamma: Array) -> tuple[Array,
     return theta, jnp.where(pair, jnp.linalg.inv(k), 0.0)
 
 
-def reduced_newton_step(g: Array, delta: Array, free: Array, s: Array, y: Array, count: Array,
-                        gamma: Array) -> Array:
-    """L-BFGS-B's subspace step (Byrd, Lu, Nocedal & Zhu 1995, sec. 5): with the pixels off
-    ``free`` moved by ``delta`` (to their bounds), the free pixels' step
-    ``-B_FF^-1 (g_F + B_FA delta_A)`` that minimises the quadratic model over them; zero off
-    ``free``. ``B_FF^-1`` through the compact form and the Sherman-Morrison-Woodbury formula:
-    ``(1/theta) I + (1/theta^2) W_F^T (I - (1/theta) M W_F W_F^T)^-1 M W_F``."""
+def updated_gram(gram: Array, s: Array, y: Array, slot: Array) -> Array:
+    """``gram`` after the pair in ``slot`` of the buffers ``s``, ``y`` was replaced: its row
+    and column of each of the three products (four passes over the buffers)."""
     memory = s.shape[0]
-    theta, m = compact_form(s, y, count, gamma)
     flat_s, flat_y = s.reshape(memory, -1), y.reshape(memory, -1)
-    f = free.reshape(-1)
+    new_s, new_y = flat_s[slot], flat_y[slot]
+    s_y_row, y_col = flat_y @ new_s, flat_s @ new_y  # s_slot . y_j, s_i . y_slot
+    s_s, y_y = flat_s @ new_s, flat_y @ new_y
+    sy = gram[0].at[slot, :].set(s_y_row).at[:, slot].set(y_col)
+    ss = gram[1].at[slot, :].set(s_s).at[:, slot].set(s_s)
+    yy = gram[2].at[slot, :].set(y_y).at[:, slot].set(y_y)
+    return jnp.stack([sy, ss, yy])
 
-    def w(v):  # W^T v for an image-sized v: (2 memory,)
-        return jnp.concatenate([flat_y @ v, theta * (flat_s @ v)])
 
-    def w_t(u):  # W u: image-sized
-        return flat_y.T @ u[:memory] + theta * (flat_s.T @ u[memory:])
+def reduced_newton_step(g: Array, delta: Array, active: Array, s: Array, y: Array, gram: Array,
+                        count: Array, gamma: Array, capacity: int | None = None) -> Array:
+    """L-BFGS-B's subspace step (Byrd, Lu, Nocedal & Zhu 1995, sec. 5): with the pixels on
+    ``active`` moved by ``delta`` (to their bounds), the free pixels' step
+    ``-B_FF^-1 (g_F + B_FA delta_A)`` that minimises the quadratic model over them; zero on
+    ``active``. ``B_FF^-1`` through the compact form and the Sherman-Morrison-Woodbury
+    formula: ``(1/theta) I + (1/theta^2) W_F^T (I - (1/theta) M W_F W_F^T)^-1 M W_F``.
 
-    r = jnp.where(f, g.reshape(-1) - w_t(m @ w(delta.reshape(-1))), 0.0)
-    fy, fs = jnp.where(f, flat_y, 0.0), jnp.where(f, flat_s, 0.0)
-    yy, ys, ss = fy @ flat_y.T, fy @ flat_s.T, fs @ flat_s.T
-    wfw = jnp.block([[yy, theta * ys], [theta * ys.T, theta * theta * ss]])
-    u = jnp.linalg.solve(jnp.eye(2 * memory, dtype=g.dtype) - m @ wfw / theta, m @ w(r))
-    step = -(r / theta + jnp.where(f, w_t(u), 0.0) / (theta * theta))
+    ``W_F W_F^T`` is the pairs' products ``gram`` less those over the active pixels, which
+    are gathered (at most ``capacity`` of them, default a sixteenth of the pixels; more are
+    masked in one pass over the buffers), so a step costs a few passes over the pairs."""
+    memory = s.shape[0]
+    theta, m = compact_form(gram, count, gamma)
+    flat_s, flat_y = s.reshape(memory, -1), y.reshape(memory, -1)
+    a = active.reshape(-1)
+    n = a.shape[0]
+    capacity = max(1, n // 16) if capacity is None else min(capacity, n)
+
+    def gathered(_):
+        index = jnp.nonzero(a, size=capacity, fill_value=0)[0]
+        keep = (jnp.arange(capacity) < jnp.sum(a)).astype(g.dtype)
+        return flat_s[:, index] * keep, flat_y[:, index] * keep, delta.reshape(-1)[index] * keep
+
+    def products(sa, ya, da):
+        return (jnp.stack([sa @ ya.T, sa @ sa.T, ya @ ya.T]),
+                jnp.concatenate([ya @ da, theta * (sa @ da)]))
+
+    def over_active(_):
+        return products(*gathered(None))
+
+    def masked(_):
+        sa, ya = jnp.where(a, flat_s, 0.0), jnp.where(a, flat_y, 0.0)
+        return products(sa, ya, jnp.where(a, delta.reshape(-1), 0.0))
+
+    on_active, w_delta = jax.lax.cond(jnp.sum(a) <= capacity, over_active, masked, None)
+    sy, ss, yy = gram - on_active
+    wfw = jnp.block([[yy, theta * sy.T], [theta * sy, theta * theta * ss]])  # W_F^T W_F
+    # r = g_F - [W p]_F with p = M W^T delta, so W_F^T r = W^T g_F - W_F^T W_F p, and the
+    # step is -(g_F / theta + [W (u / theta^2 - p / theta)]_F): two passes over the pairs.
+    p = m @ w_delta
+    g_free = jnp.where(a, 0.0, g.reshape(-1))
+    w_r = jnp.concatenate([flat_y @ g_free, theta * (flat_s @ g_free)]) - wfw @ p
+    u = jnp.linalg.solve(jnp.eye(2 * memory, dtype=g.dtype) - m @ wfw / theta, m @ w_r)
+    q = u / (theta * theta) - p / theta
+    w_q = flat_y.T @ q[:memory] + theta * (flat_s.T @ q[memory:])
+    step = -(g_free / theta + jnp.where(a, 0.0, w_q))
     return step.reshape(g.shape)
 
 
@@ -203,7 +242,8 @@ class LBFGS:
         value, terms, grad = _evaluate(fun, x)
         zeros = jnp.zeros((self.memory, *x.shape), x.dtype)
         state = LBFGSState(value, grad, terms, zeros, zeros, jnp.zeros((self.memory,), x.dtype),
-                           jnp.zeros((), jnp.int32), jnp.ones((), x.dtype))
+                           jnp.zeros((), jnp.int32), jnp.ones((), x.dtype),
+                           jnp.zeros((3, self.memory, self.memory), x.dtype))
         return x, state
 
     def _direction(self, x: Array, state: LBFGSState) -> Array:
@@ -223,7 +263,7 @@ class LBFGS:
                                ((g > 0) & (scaled <= low)) | ((g < 0) & (scaled >= high)))
             delta = jnp.where(active, jnp.where(g > 0, low, high) - x, 0.0)
             d = jnp.where(active, delta, reduced_newton_step(
-                g, delta, ~active, state.s, state.y, state.count, state.gamma))
+                g, delta, active, state.s, state.y, state.gram, state.count, state.gamma))
         steepest = jnp.where(held, 0.0, -g)
         d = jnp.where(first | ~(_vdot(g, d) < 0), steepest, d)
         # No curvature yet: a first step of unit length (L-BFGS-B's choice).
@@ -261,14 +301,19 @@ class LBFGS:
         promised = -_vdot(state.grad, s)
         keep = (sy > jnp.finfo(x.dtype).eps * promised) & (sy > 0) & jnp.isfinite(sy) & (yy > 0)
         slot = state.count % self.memory
+        pairs_s = state.s.at[slot].set(jnp.where(keep, s, state.s[slot]))
+        pairs_y = state.y.at[slot].set(jnp.where(keep, y, state.y[slot]))
+        gram = state.gram
+        if self.bounds is not None:  # only the box's subspace step reads them
+            gram = jax.lax.cond(keep, lambda: updated_gram(gram, pairs_s, pairs_y, slot),
+                                lambda: gram)
         new = LBFGSState(
-            value, grad, terms,
-            state.s.at[slot].set(jnp.where(keep, s, state.s[slot])),
-            state.y.at[slot].set(jnp.where(keep, y, state.y[slot])),
+            value, grad, terms, pairs_s, pairs_y,
             state.rho.at[slot].set(jnp.where(keep, 1.0 / jnp.where(keep, sy, 1.0),
                                              state.rho[slot])),
             state.count + keep.astype(jnp.int32),
             jnp.where(keep, sy / jnp.where(keep, yy, 1.0), state.gamma),
+            gram,
         )
         return trial, new, value, terms, evaluations
 
@@ -313,6 +358,8 @@ class JaxoptLBFGS:
     def step(self, fun: Fun, x: Array, state: Any):
         before = state.num_fun_eval
         x, state = self._solver(fun).update(x, state, *self._box(x))
+        # jaxopt's projected step can land a rounding error (~1e-13) outside the box.
+        x = _project(x, self.bounds)
         return x, state, state.value, state.aux, jnp.asarray(state.num_fun_eval - before,
                                                             jnp.int32)
 

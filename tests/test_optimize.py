@@ -85,36 +85,8 @@ def _bfgs_hessian(s_all: np.ndarray, y_all: np.ndarray, theta: float) -> np.ndar
     return B
 
 
-@pytest.mark.parametrize("pushed", [2, 7], ids=["fewer-pairs-than-memory", "ring-wrapped"])
-def test_reduced_newton_step_minimises_the_model_over_the_free_pixels(rng, pushed):
-    """L-BFGS-B's subspace step: with the active pixels moved by delta, the free pixels'
-    step is -B_FF^-1 (g_F + B_FA delta_A) for the dense BFGS matrix of the stored pairs."""
-    n, memory = 10, 4
-    A = rng.standard_normal((n, n))
-    A = A @ A.T + n * np.eye(n)
-    s_all = rng.standard_normal((pushed, n))
-    y_all = s_all @ A
-    S, Y = np.zeros((memory, n)), np.zeros((memory, n))
-    for k in range(pushed):
-        S[k % memory], Y[k % memory] = s_all[k], y_all[k]
-    gamma = (s_all[-1] @ y_all[-1]) / (y_all[-1] @ y_all[-1])
-    B = _bfgs_hessian(s_all[-memory:], y_all[-memory:], 1.0 / gamma)
-    g = rng.standard_normal(n)
-    free = np.ones(n, bool)
-    free[[1, 4, 7]] = False
-    delta = np.where(free, 0.0, rng.standard_normal(n))
-    F, Act = np.flatnonzero(free), np.flatnonzero(~free)
-    want = np.zeros(n)
-    want[F] = -np.linalg.solve(B[np.ix_(F, F)], g[F] + B[np.ix_(F, Act)] @ delta[Act])
-    f32 = [jnp.asarray(v, jnp.float32) for v in (g, delta)]
-    got = reduced_newton_step(*f32, jnp.asarray(free), jnp.asarray(S, jnp.float32),
-                              jnp.asarray(Y, jnp.float32), jnp.asarray(pushed),
-                              jnp.asarray(gamma, jnp.float32))
-    np.testing.assert_allclose(np.asarray(got), want, rtol=2e-3, atol=2e-4 * np.abs(want).max())
-
-
-def test_reduced_newton_step_with_every_pixel_free_is_the_two_loop_direction(rng):
-    n, memory, pushed = 8, 3, 5
+def _pairs(rng, n, memory, pushed):
+    """Ring buffers of ``pushed`` curvature pairs of a quadratic, their products and scale."""
     A = rng.standard_normal((n, n))
     A = A @ A.T + n * np.eye(n)
     s_all = rng.standard_normal((pushed, n))
@@ -123,14 +95,62 @@ def test_reduced_newton_step_with_every_pixel_free_is_the_two_loop_direction(rng
     for k in range(pushed):
         S[k % memory], Y[k % memory] = s_all[k], y_all[k]
         rho[k % memory] = 1.0 / (s_all[k] @ y_all[k])
-    gamma = jnp.asarray((s_all[-1] @ y_all[-1]) / (y_all[-1] @ y_all[-1]), jnp.float32)
+    gamma = (s_all[-1] @ y_all[-1]) / (y_all[-1] @ y_all[-1])
+    return s_all, y_all, S, Y, rho, gamma
+
+
+@pytest.mark.parametrize("pushed", [2, 7], ids=["fewer-pairs-than-memory", "ring-wrapped"])
+@pytest.mark.parametrize("capacity", [None, 2], ids=["gathered", "masked"])
+def test_reduced_newton_step_minimises_the_model_over_the_free_pixels(rng, pushed, capacity):
+    """L-BFGS-B's subspace step: with the active pixels moved by delta, the free pixels'
+    step is -B_FF^-1 (g_F + B_FA delta_A) for the dense BFGS matrix of the stored pairs,
+    whether the active pixels' products are gathered or (more than ``capacity``) masked."""
+    n, memory = 10, 4
+    s_all, y_all, S, Y, _, gamma = _pairs(rng, n, memory, pushed)
+    B = _bfgs_hessian(s_all[-memory:], y_all[-memory:], 1.0 / gamma)
+    g = rng.standard_normal(n)
+    active = np.zeros(n, bool)
+    active[[1, 4, 7]] = True
+    delta = np.where(active, rng.standard_normal(n), 0.0)
+    F, Act = np.flatnonzero(~active), np.flatnonzero(active)
+    want = np.zeros(n)
+    want[F] = -np.linalg.solve(B[np.ix_(F, F)], g[F] + B[np.ix_(F, Act)] @ delta[Act])
+    gram = np.stack([S @ Y.T, S @ S.T, Y @ Y.T])
+    f32 = [jnp.asarray(v, jnp.float32) for v in (g, delta)]
+    got = reduced_newton_step(*f32, jnp.asarray(active), *(jnp.asarray(v, jnp.float32) for v in
+                              (S, Y, gram)), jnp.asarray(pushed),
+                              jnp.asarray(gamma, jnp.float32), capacity)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=2e-3, atol=2e-4 * np.abs(want).max())
+
+
+def test_reduced_newton_step_with_every_pixel_free_is_the_two_loop_direction(rng):
+    n, memory, pushed = 8, 3, 5
+    _, _, S, Y, rho, gamma = _pairs(rng, n, memory, pushed)
+    gram = jnp.asarray(np.stack([S @ Y.T, S @ S.T, Y @ Y.T]), jnp.float32)
+    gamma = jnp.asarray(gamma, jnp.float32)
     g = jnp.asarray(rng.standard_normal(n), jnp.float32)
     S, Y, rho = (jnp.asarray(v, jnp.float32) for v in (S, Y, rho))
-    got = reduced_newton_step(g, jnp.zeros_like(g), jnp.ones(n, bool), S, Y,
+    got = reduced_newton_step(g, jnp.zeros_like(g), jnp.zeros(n, bool), S, Y, gram,
                               jnp.asarray(pushed), gamma)
     want = -two_loop(g, S, Y, rho, jnp.asarray(pushed), gamma)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-3,
                                atol=2e-4 * float(jnp.abs(want).max()))
+
+
+def test_the_state_keeps_the_pairs_products_up_to_date(rng):
+    """After steps that wrap the ring buffer, the state's products are the buffers'."""
+    center = rng.uniform(-0.5, 1.5, (6, 6, 3)).astype(np.float32)
+    fun = _quadratic(center, rng.uniform(0.5, 4.0, center.shape).astype(np.float32))
+    solver = LBFGS(3, "backtracking")
+    x, state = solver.init(fun, jnp.full(center.shape, 0.5, jnp.float32))
+    step = jax.jit(lambda x, s: solver.step(fun, x, s)[:2])
+    for _ in range(5):
+        x, state = step(x, state)
+    assert int(state.count) > 3
+    S, Y = (np.asarray(v, np.float64).reshape(3, -1) for v in (state.s, state.y))
+    want = np.stack([S @ Y.T, S @ S.T, Y @ Y.T])
+    np.testing.assert_allclose(np.asarray(state.gram), want, rtol=1e-4,
+                               atol=1e-5 * np.abs(want).max())
 
 
 SOLVERS = [LBFGS(10, "backtracking"), LBFGS(10, "none"), JaxoptLBFGS(10, "zoom"),
