@@ -288,14 +288,18 @@ def _incomplete(record: dict[str, Any], result, iterations: int, phase, point):
 
 def _restored_state(saved, template, output: Path):
     """The optimiser state a resume file holds, checked against ``template`` (this run's
-    shapes)."""
+    shapes); None, with a warning, when it is another optimiser's (another jstyle version's
+    L-BFGS among them): the run then continues from the saved image with a fresh history,
+    as from a file that holds the image alone, and loses no iteration it has done."""
     from jstyle import engine, outputs
 
     try:
         return engine.state_from_leaves(template, saved.leaves, saved.structure)
     except ValueError as e:
-        raise JStyleError(f"cannot resume from {outputs.resume_path(output)}: {e}; start the "
-                          "run again without --resume") from None
+        print(f"jstyle: warning: the optimiser state in {outputs.resume_path(output)} cannot "
+              f"be used ({e}); continuing from its image with a fresh optimiser history",
+              file=sys.stderr)
+        return None
 
 
 def _resume_point(saved, previous: dict, weights, inputs, config: Config, plan, output: Path):

@@ -492,3 +492,23 @@ def test_the_saved_png_has_the_reported_loss(real_weights, tmp_path, photo, opti
         optimizer == "lbfgs")
     if coarse:
         assert record["coarse_stages"][0]["delivered_loss"] > 0
+
+
+def test_a_resume_file_with_another_optimisers_state_continues_from_its_image(capsys, tmp_path):
+    """A resume file whose optimiser state does not fit this run's (another optimiser, or
+    another jstyle version's L-BFGS) is not refused: the run continues from its image with
+    a fresh history, and says so."""
+    import jax
+
+    from jstyle import run
+    from jstyle.outputs import SavedPoint
+
+    template = {"s": np.zeros((2, 4, 4, 3), np.float32), "count": np.zeros((), np.int32)}
+    old = {"s": np.zeros((2, 4, 4, 3), np.float32)}
+    saved = SavedPoint(0, 5, np.zeros((4, 4, 3), np.float32), jax.tree.leaves(old),
+                       str(jax.tree.structure(old)))
+    assert run._restored_state(saved, template, tmp_path / "out.png") is None
+    assert "continuing from its image" in capsys.readouterr().err
+    matching = SavedPoint(0, 5, saved.image, jax.tree.leaves(template),
+                          str(jax.tree.structure(template)))
+    assert run._restored_state(matching, template, tmp_path / "out.png") is not None
