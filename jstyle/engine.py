@@ -37,7 +37,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jstyle.objective import Objective, compute_targets, loss_terms, objective_and_terms
-from jstyle.optimize import Solver, run_steps
+from jstyle.optimize import Solver, for_spatial_split, run_steps
 from jstyle.preprocessing import delivered
 
 __all__ = ["Progress", "BatchProgress", "Result", "Interrupted", "Report", "optimise",
@@ -417,6 +417,8 @@ def optimise(params, contents: np.ndarray, styles: Sequence[np.ndarray], blend, 
 def _optimise(params, contents, styles, blend, masks, init, objective, solver, iterations,
               mesh, batched, state, offset, save_every, on_chunk) -> list[Result]:
     t0 = time.perf_counter()
+    if not batched and mesh.size > 1:
+        solver = for_spatial_split(solver)
     image_shape = init.shape
     count = init.shape[0] if batched else 1
     budget = np.broadcast_to(np.asarray(iterations, np.int64), (count,)).copy()

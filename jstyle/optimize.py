@@ -58,10 +58,9 @@ import optax
 from jstyle.options import BOUNDS, LBFGS_BACKENDS, LINE_SEARCHES, OPTIMIZERS
 
 __all__ = ["BOX", "LBFGS", "LBFGSState", "JaxoptLBFGS", "Adam", "AdamState", "Solver",
-    "Steps", "make_solver", "run_steps", "two_loop", "compact_form", "updated_gram",
-    "reduced_newton_step",
-    "OPTIMIZERS", "LBFGS_BACKENDS",
-    "LINE_SEARCHES", "BOUNDS"]
+    "Steps", "make_solver", "for_spatial_split", "run_steps", "two_loop", "compact_form",
+    "updated_gram", "reduced_newton_step", "OPTIMIZERS", "LBFGS_BACKENDS", "LINE_SEARCHES",
+    "BOUNDS"]
 
 Array = jax.Array
 #: The objective as the solvers see it: the image -> (loss, auxiliary terms).
@@ -171,8 +170,9 @@ def reduced_newton_step(g: Array, delta: Array, active: Array, s: Array, y: Arra
     formula: ``(1/theta) I + (1/theta^2) W_F^T (I - (1/theta) M W_F W_F^T)^-1 M W_F``.
 
     ``W_F W_F^T`` is the pairs' products ``gram`` less those over the active pixels, which
-    are gathered (at most ``capacity`` of them, default a sixteenth of the pixels; more are
-    masked in one pass over the buffers), so a step costs a few passes over the pairs."""
+    are gathered (at most ``capacity`` of them, default a sixteenth of the pixels; more, or
+    any with ``capacity`` 0, are masked in one pass over the buffers), so a step costs a
+    few passes over the pairs."""
     memory = s.shape[0]
     theta, m = compact_form(gram, count, gamma)
     flat_s, flat_y = s.reshape(memory, -1), y.reshape(memory, -1)
@@ -196,7 +196,10 @@ def reduced_newton_step(g: Array, delta: Array, active: Array, s: Array, y: Arra
         sa, ya = jnp.where(a, flat_s, 0.0), jnp.where(a, flat_y, 0.0)
         return products(sa, ya, jnp.where(a, delta.reshape(-1), 0.0))
 
-    on_active, w_delta = jax.lax.cond(jnp.sum(a) <= capacity, over_active, masked, None)
+    if capacity == 0:
+        on_active, w_delta = masked(None)
+    else:
+        on_active, w_delta = jax.lax.cond(jnp.sum(a) <= capacity, over_active, masked, None)
     sy, ss, yy = gram - on_active
     wfw = jnp.block([[yy, theta * sy.T], [theta * sy, theta * theta * ss]])  # W_F^T W_F
     # r = g_F - [W p]_F with p = M W^T delta, so W_F^T r = W^T g_F - W_F^T W_F p, and the
@@ -231,6 +234,9 @@ class LBFGS:
     memory: int = 20
     line_search: str = "backtracking"
     bounds: tuple[float, float] | None = BOX
+    #: The active pixels' products: gathered (False: masked, every pass elementwise, so an
+    #: image split by rows over devices is never gathered; :func:`for_spatial_split`).
+    gather_active: bool = True
 
     #: ``step``'s value and terms are those of the point it moved to.
     reports_new_point = True
@@ -263,7 +269,8 @@ class LBFGS:
                                ((g > 0) & (scaled <= low)) | ((g < 0) & (scaled >= high)))
             delta = jnp.where(active, jnp.where(g > 0, low, high) - x, 0.0)
             d = jnp.where(active, delta, reduced_newton_step(
-                g, delta, active, state.s, state.y, state.gram, state.count, state.gamma))
+                g, delta, active, state.s, state.y, state.gram, state.count, state.gamma,
+                None if self.gather_active else 0))
         steepest = jnp.where(held, 0.0, -g)
         d = jnp.where(first | ~(_vdot(g, d) < 0), steepest, d)
         # No curvature yet: a first step of unit length (L-BFGS-B's choice).
@@ -395,6 +402,14 @@ class Adam:
 
 
 Solver = LBFGS | JaxoptLBFGS | Adam
+
+
+def for_spatial_split(solver: Solver) -> Solver:
+    """``solver`` as it runs on an image split by rows over devices: nothing it does may
+    gather the image (L-BFGS masks its active pixels instead of gathering them)."""
+    if isinstance(solver, LBFGS) and solver.gather_active:
+        return dataclasses.replace(solver, gather_active=False)
+    return solver
 
 
 def make_solver(
