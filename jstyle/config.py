@@ -75,8 +75,8 @@ class Config:
     iterations: int = _key(500, "optimiser steps")
     optimizer: str = _key("lbfgs", "lbfgs (the paper) or adam (less memory)", choices=OPTIMIZERS)
     lbfgs_backend: str = _key(
-        "jstyle", "jstyle (its own projected L-BFGS) or jaxopt (L-BFGS-B; L-BFGS with "
-        "bounds: none)", choices=LBFGS_BACKENDS)
+        "jstyle", "jstyle (its own L-BFGS in the box, L-BFGS-B's subspace step) or jaxopt "
+        "(L-BFGS-B; L-BFGS with bounds: none)", choices=LBFGS_BACKENDS)
     line_search: str = _key(
         "backtracking", "L-BFGS's line search: backtracking (Armijo; usually one evaluation "
         "per iteration), none (the unit step: exactly one) or zoom (strong Wolfe; "
