@@ -39,15 +39,7 @@ def test_two_loop_is_the_bfgs_inverse_hessian_product(rng):
     """Alg. 7.4 equals H_k q of the BFGS update applied pair by pair (eq. 6.17), with the ring
     buffer wrapped (7 pairs pushed into 4 slots: the 4 newest count)."""
     n, memory, pushed = 6, 4, 7
-    A = rng.standard_normal((n, n))
-    A = A @ A.T + n * np.eye(n)  # s.y > 0 for every pair
-    s_all = rng.standard_normal((pushed, n))
-    y_all = s_all @ A
-    S, Y, rho = np.zeros((memory, n)), np.zeros((memory, n)), np.zeros(memory)
-    for k in range(pushed):
-        S[k % memory], Y[k % memory] = s_all[k], y_all[k]
-        rho[k % memory] = 1.0 / (s_all[k] @ y_all[k])
-    gamma = (s_all[-1] @ y_all[-1]) / (y_all[-1] @ y_all[-1])
+    s_all, y_all, S, Y, rho, gamma = _pairs(rng, n, memory, pushed)
     H = gamma * np.eye(n)
     for s, y in zip(s_all[-memory:], y_all[-memory:], strict=True):
         r = 1.0 / (s @ y)
@@ -88,7 +80,7 @@ def _bfgs_hessian(s_all: np.ndarray, y_all: np.ndarray, theta: float) -> np.ndar
 def _pairs(rng, n, memory, pushed):
     """Ring buffers of ``pushed`` curvature pairs of a quadratic, their products and scale."""
     A = rng.standard_normal((n, n))
-    A = A @ A.T + n * np.eye(n)
+    A = A @ A.T + n * np.eye(n)  # s.y > 0 for every pair
     s_all = rng.standard_normal((pushed, n))
     y_all = s_all @ A
     S, Y, rho = np.zeros((memory, n)), np.zeros((memory, n)), np.zeros(memory)
