@@ -139,12 +139,21 @@ def compact_form(gram: Array, count: Array, gamma: Array) -> tuple[Array, Array]
     rank = (jnp.arange(memory) - (count - stored)) % memory  # 0 = the oldest stored pair
     valid = rank < stored
     theta = 1.0 / gamma
-    lower = jnp.where(rank[:, None] > rank[None, :], sy, 0.0)
-    k = jnp.block([[-jnp.diag(jnp.diag(sy)), lower.T], [lower, theta * ss]])
-    both = jnp.concatenate([valid, valid])
-    pair = both[:, None] & both[None, :]
-    k = jnp.where(pair, k, jnp.diag((~both).astype(k.dtype)))
-    return theta, jnp.where(pair, jnp.linalg.inv(k), 0.0)
+    pair = valid[:, None] & valid[None, :]
+    lower = jnp.where((rank[:, None] > rank[None, :]) & pair, sy, 0.0)
+    d_inv = jnp.where(valid, 1.0 / jnp.where(valid, jnp.diag(sy), 1.0), 0.0)
+    # Block elimination on the diagonal D (L-BFGS-B's own route, more stable in float32
+    # than inverting the indefinite whole): T = theta S^T S + L D^-1 L^T is positive
+    # definite, and M = [[-D^-1 + D^-1 L^T T^-1 L D^-1, D^-1 L^T T^-1], [T^-1 L D^-1, T^-1]].
+    t = theta * ss + (lower * d_inv[None, :]) @ lower.T
+    eye = jnp.eye(memory, dtype=sy.dtype)
+    t = jnp.where(pair, t, eye)
+    t_inv = jnp.where(pair, jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(t), True), eye),
+                      0.0)
+    dl = d_inv[:, None] * lower.T  # D^-1 L^T
+    top = jnp.concatenate([-jnp.diag(d_inv) + dl @ t_inv @ dl.T, dl @ t_inv], axis=1)
+    bottom = jnp.concatenate([t_inv @ dl.T, t_inv], axis=1)
+    return theta, jnp.concatenate([top, bottom], axis=0)
 
 
 def updated_gram(gram: Array, s: Array, y: Array, slot: Array) -> Array:
