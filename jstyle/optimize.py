@@ -189,26 +189,24 @@ def reduced_newton_step(g: Array, delta: Array, active: Array, s: Array, y: Arra
     n = a.shape[0]
     capacity = max(1, n // 16) if capacity is None else min(capacity, n)
 
-    def gathered(_):
-        index = jnp.nonzero(a, size=capacity, fill_value=0)[0]
-        keep = (jnp.arange(capacity) < jnp.sum(a)).astype(g.dtype)
-        return flat_s[:, index] * keep, flat_y[:, index] * keep, delta.reshape(-1)[index] * keep
-
     def products(sa, ya, da):
         return (jnp.stack([sa @ ya.T, sa @ sa.T, ya @ ya.T]),
                 jnp.concatenate([ya @ da, theta * (sa @ da)]))
 
-    def over_active(_):
-        return products(*gathered(None))
+    def gathered():
+        index = jnp.nonzero(a, size=capacity, fill_value=0)[0]
+        keep = (jnp.arange(capacity) < jnp.sum(a)).astype(g.dtype)
+        return products(flat_s[:, index] * keep, flat_y[:, index] * keep,
+                        delta.reshape(-1)[index] * keep)
 
-    def masked(_):
-        sa, ya = jnp.where(a, flat_s, 0.0), jnp.where(a, flat_y, 0.0)
-        return products(sa, ya, jnp.where(a, delta.reshape(-1), 0.0))
+    def masked():
+        return products(jnp.where(a, flat_s, 0.0), jnp.where(a, flat_y, 0.0),
+                        jnp.where(a, delta.reshape(-1), 0.0))
 
     if capacity == 0:
-        on_active, w_delta = masked(None)
+        on_active, w_delta = masked()
     else:
-        on_active, w_delta = jax.lax.cond(jnp.sum(a) <= capacity, over_active, masked, None)
+        on_active, w_delta = jax.lax.cond(jnp.sum(a) <= capacity, gathered, masked)
     sy, ss, yy = gram - on_active
     wfw = jnp.block([[yy, theta * sy.T], [theta * sy, theta * theta * ss]])  # W_F^T W_F
     # r = g_F - [W p]_F with p = M W^T delta, so W_F^T r = W^T g_F - W_F^T W_F p, and the
