@@ -93,3 +93,21 @@ def test_quality_runs_score_the_delivered_images(real_weights):
     assert ours["points"][-1]["evaluations"] == 8
     # the optimiser's loss and the delivered one agree inside the box
     assert ours["points"][-1]["delivered"] == pytest.approx(ours["points"][-1]["loss"], rel=0.02)
+
+
+@pytest.mark.parametrize("argv", [["--sizes", "128"], ["quality", "--sizes", "128"]])
+def test_a_missing_dependency_is_named_before_anything_is_measured(argv, monkeypatch, capsys):
+    import sys
+
+    from jstyle.bench import harness, quality
+
+    def measured(*_):
+        raise AssertionError("measured without matplotlib")
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # find_spec: not installed
+    monkeypatch.setattr(harness, "run_benchmarks", measured)
+    monkeypatch.setattr(quality, "run", measured)
+    assert harness.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "matplotlib" in err and "pip install -e '.[bench]'" in err
+    assert "Traceback" not in err

@@ -270,18 +270,18 @@ def main(argv: list[str] | None = None) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from jstyle.errors import JStyleError
 
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise JStyleError("PyTorch is needed: pip install -e '.[bench]'") from None
+    missing = require(["torch", "matplotlib"])
+    if missing:
+        raise JStyleError(missing)
     t0 = time.perf_counter()
     record = run_benchmarks(args, lambda msg: print(f"[bench] {msg}", file=sys.stderr,
                                                      flush=True))
     record["wall_s"] = time.perf_counter() - t0
+    # The table and the JSON first: nothing after them can lose the measurement.
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(record, indent=2))
+    print(markdown(record), flush=True)
     plot(record, args.out / "time_per_eval.png")
-    print(markdown(record))
     print(f"\nwrote {args.out / 'results.json'} and {args.out / 'time_per_eval.png'}",
           file=sys.stderr)
     return 0
