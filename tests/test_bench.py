@@ -111,3 +111,40 @@ def test_a_missing_dependency_is_named_before_anything_is_measured(argv, monkeyp
     err = capsys.readouterr().err
     assert "matplotlib" in err and "pip install -e '.[bench]'" in err
     assert "Traceback" not in err
+
+
+def test_layer_profile_pieces_follow_vgg19_to_the_deepest_loss_layer():
+    from jstyle.bench.layer_profile import pieces
+    from jstyle.layers import PAPER_CONTENT_LAYERS, PAPER_STYLE_LAYERS
+
+    got = pieces(96, 128, PAPER_CONTENT_LAYERS, PAPER_STYLE_LAYERS)
+    names = [p["name"] for p in got]
+    assert names[:4] == ["conv1_1", "gram relu1_1", "conv1_2", "pool1"]
+    assert names[-2:] == ["conv5_1", "gram relu5_1"]  # nothing past the deepest loss layer
+    assert sum(p["op"] == "conv" for p in got) == 13 and "content relu4_2" in names
+    conv51 = got[names.index("conv5_1")]
+    assert (conv51["h"], conv51["w"], conv51["cin"], conv51["cout"]) == (6, 8, 512, 512)
+    assert got[names.index("pool3")]["h"] == 24  # pooled to 12 after it
+
+
+def test_layer_profile_table_has_ratios_totals_and_the_whole_evaluation():
+    from jstyle.bench.layer_profile import markdown, pieces
+
+    def result(scale):
+        return {"pieces": [{**p, "forward": 0.002 * scale, "gradient": 0.004 * scale}
+                           for p in pieces(48, 64, ("relu4_2",), ("relu1_1", "relu2_1"))],
+                "evaluation_s": 0.1 * scale, "call_s": 1e-5}
+
+    record = {"machine": {"cpu": "Test CPU", "cores": 2, "isa": ["avx2"]}, "repeats": 3,
+              "sizes": {"64": {"height": 48, "width": 64, "jax": result(1),
+                               "torch": result(2)}}}
+    text = markdown(record)
+    assert "Test CPU" in text and "| conv1_1 | 64x48, 3->64 | 2.00 | 4.00 | 4.00 | 8.00 |" \
+        " 0.50 | 0.50 |" in text
+    assert "| one whole evaluation | 100.0 | 200.0 | 0.50 |" in text
+    convs = 10  # conv1_1 .. conv4_2
+    assert f"| conv (forward + gradient) | {convs * 6.0:.1f} | {convs * 12.0:.1f} | 0.50 |" \
+        in text
+    failed = {**record, "sizes": {"64": {**record["sizes"]["64"],
+                                         "torch": {"error": "boom"}}}}
+    assert "Failed: torch: boom" in markdown(failed)

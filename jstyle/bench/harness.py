@@ -261,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         from jstyle.bench.quality import main as quality
 
         return quality(argv[1:])
+    if argv[:1] == ["layers"]:
+        from jstyle.bench.layer_profile import main as layers
+
+        return layers(argv[1:])
     from jstyle import terminal
 
     return terminal.main(parser, _bench, argv, name="jstyle.bench",

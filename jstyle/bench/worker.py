@@ -256,6 +256,18 @@ KINDS = {
 }
 
 
+def _layers(kind: str):
+    def run(spec: dict) -> dict:
+        from jstyle.bench import layer_profile
+
+        return getattr(layer_profile, kind)(spec)
+    return run
+
+
+KINDS["layers_jax"] = _layers("layers_jax")
+KINDS["layers_torch"] = _layers("layers_torch")
+
+
 def main(argv: list[str] | None = None) -> int:
     spec: dict[str, Any] = json.loads((argv or sys.argv[1:])[0])
     result = KINDS[spec["kind"]](spec)
