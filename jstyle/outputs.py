@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -233,6 +234,7 @@ def run_record(config, inputs, weights, result, stages: list, history: list[floa
             "backend": jax.default_backend(),
             "devices": [str(d) for d in jax.devices()],
             "processes": jax.process_count(),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),  # what XLA ran with (jstyle.xla_cpu)
         },
         "python": platform.python_version(),
         "weights": weights_record(weights),

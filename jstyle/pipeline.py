@@ -200,11 +200,12 @@ def run_transfer(weights, inputs, config: Config, *, resume: ResumePoint | None 
     phase runs with the image's rows split over every device
     (:func:`jstyle.sharding.stylize_spatial`). An interrupt or a non-finite loss in any
     phase ends the run in that phase (see :class:`Outcome`)."""
-    from jstyle import color, engine
+    from jstyle import color, engine, xla_cpu
     from jstyle.cache import enable_compilation_cache
     from jstyle.inputs import style_size
     from jstyle.transfer import stylize
 
+    xla_cpu.apply()  # a no-op once JAX has started (an API caller's own setting stays)
     enable_compilation_cache()
     objective, solver = objective_and_solver(config, weights.preprocessing)
     content, styles = color.prepare(config.preserve_color, inputs.content, inputs.styles)

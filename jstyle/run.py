@@ -138,8 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args)
+    from jstyle import xla_cpu
     from jstyle.sharding import initialize_distributed
 
+    xla_cpu.apply()  # XLA reads its flags when JAX starts: first of all
     initialize_distributed()  # several hosts: before anything else touches JAX
     from jstyle.inputs import content_paths
 

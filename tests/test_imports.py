@@ -19,7 +19,7 @@ CORE = ("layers", "vgg", "losses", "objective", "optimize", "preprocessing", "me
 ENGINE = ("engine", "transfer", "sharding")
 SHELL = ("config", "inputs", "images", "outputs", "progress", "run", "figures", "api",
          "pipeline", "report", "default_images", "memory", "cache", "fileio", "color", "terminal",
-         "bench", "weights")
+         "bench", "weights", "xla_cpu")
 
 
 def _imports(module: str) -> set[str]:

@@ -93,6 +93,10 @@ def machine() -> dict[str, Any]:
     for package in ("jax", "jaxlib", "optax", "jaxopt", "torch", "scipy", "numpy"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             info[package] = metadata.version(package)
+    from jstyle.xla_cpu import flags_for
+
+    # What every worker runs with: this process's XLA_FLAGS and jstyle's own.
+    info["xla_flags"] = flags_for(os.environ.get("XLA_FLAGS", ""), info.get("jaxlib", ""))
     return info
 
 

@@ -269,6 +269,9 @@ KINDS["layers_torch"] = _layers("layers_torch")
 
 
 def main(argv: list[str] | None = None) -> int:
+    from jstyle import xla_cpu
+
+    xla_cpu.apply()  # the flags a jstyle run has (before JAX starts)
     spec: dict[str, Any] = json.loads((argv or sys.argv[1:])[0])
     result = KINDS[spec["kind"]](spec)
     result["peak_rss_mb"] = _peak_rss_mb()
