@@ -275,20 +275,27 @@ def main(argv: list[str] | None = None) -> int:
                          interrupted="interrupted; no results written")
 
 
-def _bench(args: argparse.Namespace) -> int:
+def measured(args: argparse.Namespace, needs: list[str], measure, report, name: str) -> dict:
+    """One benchmark command's common course: check what it ``needs`` (one line naming the
+    install command if anything is missing), ``measure(args, log)``, then write the record
+    to ``args.out / name`` and print ``report(record)`` -- before anything (a plot) that
+    could still fail and lose the measurement."""
     from jstyle.errors import JStyleError
 
-    missing = require(["torch", "matplotlib"])
+    missing = require(needs)
     if missing:
         raise JStyleError(missing)
     t0 = time.perf_counter()
-    record = run_benchmarks(args, lambda msg: print(f"[bench] {msg}", file=sys.stderr,
-                                                     flush=True))
+    record = measure(args, lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
     record["wall_s"] = time.perf_counter() - t0
-    # The table and the JSON first: nothing after them can lose the measurement.
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(record, indent=2))
-    print(markdown(record), flush=True)
+    (args.out / name).write_text(json.dumps(record, indent=2))
+    print(report(record), flush=True)
+    return record
+
+
+def _bench(args: argparse.Namespace) -> int:
+    record = measured(args, ["torch", "matplotlib"], run_benchmarks, markdown, "results.json")
     plot(record, args.out / "time_per_eval.png")
     print(f"\nwrote {args.out / 'results.json'} and {args.out / 'time_per_eval.png'}",
           file=sys.stderr)

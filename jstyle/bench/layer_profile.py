@@ -29,9 +29,7 @@ References:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -68,16 +66,9 @@ def pieces(height: int, width: int, content_layers: tuple[str, ...],
 
 
 def _median(fn, repeats: int) -> float:
-    import statistics
+    from jstyle.bench.worker import _median_timed
 
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return _median_timed(fn, repeats, 2)[0]
 
 
 # --- in the worker process --------------------------------------------------------------
@@ -321,17 +312,8 @@ def main(argv: list[str]) -> int:
 
 
 def _layers_main(args: argparse.Namespace) -> int:
-    from jstyle.bench.harness import require
-    from jstyle.errors import JStyleError
+    from jstyle.bench.harness import measured
 
-    missing = require(["torch"])
-    if missing:
-        raise JStyleError(missing)
-    t0 = time.perf_counter()
-    record = run(args, lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
-    record["wall_s"] = time.perf_counter() - t0
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "layers.json").write_text(json.dumps(record, indent=2))
-    print(markdown(record))
+    measured(args, ["torch"], run, markdown, "layers.json")
     print(f"\nwrote {args.out / 'layers.json'}", file=sys.stderr)
     return 0

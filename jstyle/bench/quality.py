@@ -25,7 +25,6 @@ painting's (:func:`jstyle.metrics.noise_ratio`); written: ``quality.json`` and
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -342,21 +341,11 @@ def main(argv: list[str]) -> int:
 
 
 def _quality(args: argparse.Namespace) -> int:
-    from jstyle.bench.harness import require
-    from jstyle.errors import JStyleError
+    from jstyle.bench.harness import measured
 
-    missing = require(["scipy", "matplotlib"] + (["torch"] if any(
-        SOLVERS[s]["kind"] == "quality_torch" for s in args.solvers) else []))
-    if missing:
-        raise JStyleError(missing)
-    t0 = time.perf_counter()
-    record = run(args, lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
-    record["wall_s"] = time.perf_counter() - t0
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "quality.json").write_text(json.dumps(record, indent=2))
-    print(markdown(record))
+    needs = ["scipy", "matplotlib"] + (["torch"] if any(
+        SOLVERS[s]["kind"] == "quality_torch" for s in args.solvers) else [])
+    record = measured(args, needs, run, markdown, "quality.json")
     plot(record, args.out / "quality.png")
     print(f"\nwrote {args.out / 'quality.json'} and {args.out / 'quality.png'}", file=sys.stderr)
     return 0
-
-
