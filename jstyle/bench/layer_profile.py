@@ -75,12 +75,13 @@ def _median(fn, repeats: int) -> float:
 
 def layers_jax(spec: dict) -> dict:
     """Each piece's forward and gradient time in JAX/XLA (jstyle's own functions)."""
+    import flax.linen as nn
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    from jstyle.bench.worker import _median_timed, _problem
-    from jstyle.losses import gram_matrix
+    from jstyle.bench.worker import _problem
+    from jstyle.losses import content_loss, gram_matrix
     from jstyle.objective import compute_targets, total_objective
     from jstyle.vgg import conv3x3
 
@@ -110,9 +111,8 @@ def layers_jax(spec: dict) -> dict:
             forward = timed(lambda x, k=k, b=b: jax.nn.relu(conv3x3(x, k) + b), x)
             gradient = timed(backward, x, y, g)
         elif piece["op"] == "pool":
-            def pool(x):
-                return jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 2, 2, 1),
-                                             "VALID") / 4
+            def pool(x):  # as jstyle.vgg pools
+                return nn.avg_pool(x, (2, 2), strides=(2, 2))
 
             g = g[:, : h // 2, : w // 2]
             forward = timed(pool, x)
@@ -125,7 +125,7 @@ def layers_jax(spec: dict) -> dict:
             p = rng.random(x.shape, dtype=np.float32)
 
             def eq1(x, p):
-                return 0.5 * jnp.sum(jnp.square(x - p))
+                return jnp.sum(content_loss(x, p))
 
             forward = timed(eq1, x, p)
             gradient = timed(jax.grad(eq1), x, p)
@@ -133,8 +133,8 @@ def layers_jax(spec: dict) -> dict:
     targets = compute_targets(params, content, [style], objective)
     step = jax.jit(jax.value_and_grad(total_objective), static_argnums=3)
     image = jax.device_put(noise)
-    whole, _ = _median_timed(lambda: jax.block_until_ready(step(image, params, targets,
-                                                                objective)), repeats, 2)
+    whole = _median(lambda: jax.block_until_ready(step(image, params, targets, objective)),
+                    repeats)
     # What any compiled call costs, however small: the floor of the small pieces' times.
     floor = timed(lambda v: v + 1.0, np.zeros((), np.float32))
     return {"pieces": times, "evaluation_s": whole, "call_s": floor,
@@ -147,8 +147,8 @@ def layers_torch(spec: dict) -> dict:
     import torch
     import torch.nn.functional as tnf
 
-    from jstyle.bench.torch_reference import CHANNELS_LAST, _conv_weight
-    from jstyle.bench.worker import _median_timed, _problem, _torch_objective
+    from jstyle.bench.torch_reference import CHANNELS_LAST, _conv_weight, gram
+    from jstyle.bench.worker import _problem, _torch_objective
 
     weights, objective, *_ = _problem(spec["height"], spec["width"])
     params, repeats = weights.params, spec["repeats"]
@@ -185,9 +185,9 @@ def layers_torch(spec: dict) -> dict:
                 gradient = _median(lambda x=x, gp=gp: torch.ops.aten.avg_pool2d_backward(
                     gp, x, [2, 2], [2, 2], [0, 0], False, True, None), repeats)
             elif piece["op"] == "gram":
-                f = x.reshape(cin, h * w)  # as the reference's gram does: (N, M)
+                f = x.reshape(cin, h * w)  # the view the reference's gram multiplies: (N, M)
                 dG = torch.from_numpy(rng.standard_normal((cin, cin), dtype=np.float32))
-                forward = _median(lambda f=f: f @ f.T, repeats)
+                forward = _median(lambda x=x: gram(x), repeats)
                 gradient = _median(lambda f=f, dG=dG: (dG + dG.T) @ f, repeats)
             else:
                 p = tensor(x.shape)
@@ -201,7 +201,7 @@ def layers_torch(spec: dict) -> dict:
     def evaluation():
         return torch.autograd.grad(module(image), image)
 
-    whole, _ = _median_timed(evaluation, repeats, 2)
+    whole = _median(evaluation, repeats)
     return {"pieces": times, "evaluation_s": whole, "threads": torch.get_num_threads()}
 
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from jstyle.bench import layer_profile  # its workers (it imports nothing heavy)
+
 STARTED = time.perf_counter()
 
 
@@ -253,19 +255,9 @@ KINDS = {
     "lbfgs_jax": lbfgs_jax,
     "lbfgs_torch": lbfgs_torch,
     "memory_jax": memory_jax,
+    "layers_jax": layer_profile.layers_jax,
+    "layers_torch": layer_profile.layers_torch,
 }
-
-
-def _layers(kind: str):
-    def run(spec: dict) -> dict:
-        from jstyle.bench import layer_profile
-
-        return getattr(layer_profile, kind)(spec)
-    return run
-
-
-KINDS["layers_jax"] = _layers("layers_jax")
-KINDS["layers_torch"] = _layers("layers_torch")
 
 
 def main(argv: list[str] | None = None) -> int:
