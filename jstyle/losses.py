@@ -14,17 +14,50 @@ Example::
 
     A = gram_matrix(style_features)                   # eq. 3, once
     grad = jax.jit(jax.grad(style_layer_loss))(F, A)  # eq. 6
+
+After the Gram matrix, the style losses the field found later come in the same two
+parts: ``<name>_target(F_style)`` computes once what the loss compares with (an array or
+a NamedTuple of arrays, a pytree that jits), and ``<name>_layer_loss(F, target)`` returns
+one value per image. Each docstring names its normalisation. A target made from one
+style image (no batch axes) broadcasts against a batch of generated images.
+
+References:
+  Gatys, Ecker & Bethge 2016, "Image Style Transfer Using Convolutional Neural
+  Networks" (CVPR): eqs. 1-7, the Gram matrix.
+  Li & Wand 2016, "Combining Markov Random Fields and Convolutional Neural Networks for
+  Image Synthesis" (CVPR): :func:`mrf_layer_loss`.
+  Li, Wang, Liu & Hou 2017, "Demystifying Neural Style Transfer" (IJCAI):
+  :func:`mean_std_layer_loss`.
+  Risser, Wilmot & Barnes 2017, "Stable and Controllable Neural Texture Synthesis and
+  Style Transfer Using Histogram Losses" (arXiv): :func:`histogram_layer_loss`.
+  Kolkin, Salavon & Shakhnarovich 2019, "Style Transfer by Relaxed Optimal Transport and
+  Self-Similarity" (STROTSS, CVPR): :func:`remd_layer_loss`, :func:`remd_moment_loss`.
+  Mroueh 2019, "Wasserstein Style Transfer" (arXiv:1905.12828, AISTATS 2020); Dowson &
+  Landau 1982, "The Frechet distance between multivariate normal distributions"
+  (J. Multivariate Anal.): :func:`wasserstein_layer_loss`, :func:`psd_sqrtm`.
+  Heitz, Vanhoey, Chambon & Belcour 2021, "A Sliced Wasserstein Loss for Neural Texture
+  Synthesis" (CVPR): :func:`sliced_wasserstein_layer_loss`.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = ["gram_matrix", "content_loss", "style_layer_loss", "style_loss",
-    "guided_gram_matrix", "guided_style_layer_loss", "total_variation_loss", "total_loss"]
+    "guided_gram_matrix", "guided_style_layer_loss", "total_variation_loss", "total_loss",
+    "MeanStd", "mean_std_target", "mean_std_layer_loss",
+    "psd_sqrtm", "Gaussian", "wasserstein_target", "wasserstein_layer_loss",
+    "sliced_wasserstein_target", "sliced_wasserstein_projected", "sliced_wasserstein_layer_loss",
+    "histogram_target", "histogram_layer_loss",
+    "MRFTarget", "mrf_target", "mrf_layer_loss",
+    "REMDTarget", "remd_target", "remd_layer_loss", "remd_moment_loss"]
 
 Array = jax.Array
 
@@ -162,3 +195,547 @@ def total_loss(
     The paper's alpha / beta ratio is 1e-3 (fig. 3) to 1e-4.
     """
     return content_weight * content + style_weight * style + tv_weight * tv
+
+
+# --- The style losses after the Gram matrix ------------------------------------------------
+
+
+def _positions(F: Array) -> Array:
+    """``(..., H, W, N)`` -> ``(..., M, N)``, M = H * W positions (row-major)."""
+    F = jnp.asarray(F)
+    *batch, h, w, n = F.shape
+    return F.reshape(*batch, h * w, n)
+
+
+def _mean_cov(X: Array) -> tuple[Array, Array]:
+    """The mean ``(..., N)`` and covariance ``(..., N, N)`` over the M positions of
+    ``(..., M, N)``, normalised by M (the population covariance). Two passes (centre, then
+    multiply), so float32 does not cancel E[x x^T] against mu mu^T."""
+    mu = jnp.mean(X, axis=-2)
+    Xc = X - mu[..., None, :]
+    return mu, _gram(Xc) / X.shape[-2]
+
+
+def _quantiles(sorted_values: Array, m: int) -> Array:
+    """The empirical quantile function of sorted samples ``(..., M_s, K)`` (axis -2, one
+    column per channel or projection) at the m quantiles (k + 1/2) / m, k = 0 .. m-1:
+    ``(..., m, K)``.
+
+    The j-th of the M_s sorted values stands at quantile (j + 1/2) / M_s; in between it is
+    linear, beyond the ends constant (``jnp.interp``). With m == M_s the values come back
+    as they are. The indices and weights depend on the sizes only, so they are constants.
+    """
+    ms = sorted_values.shape[-2]
+    if m == ms:
+        return sorted_values
+    position = (np.arange(m) + 0.5) * (ms / m) - 0.5
+    lo = np.clip(np.floor(position), 0, ms - 1).astype(np.int32)
+    hi = np.minimum(lo + 1, ms - 1)
+    t = np.clip(position - lo, 0.0, 1.0)[:, None]
+    below, above = sorted_values[..., lo, :], sorted_values[..., hi, :]
+    return below + jnp.asarray(t, sorted_values.dtype) * (above - below)
+
+
+def _chunks(X: Array, chunk: int) -> tuple[Array, int]:
+    """``(..., M, D)`` -> ``(B, ..., chunk, D)`` blocks of rows (zero-padded), and B."""
+    m = X.shape[-2]
+    blocks = -(-m // chunk)
+    pad = [(0, 0)] * (X.ndim - 2) + [(0, blocks * chunk - m), (0, 0)]
+    X = jnp.pad(X, pad).reshape(*X.shape[:-2], blocks, chunk, X.shape[-1])
+    return jnp.moveaxis(X, -3, 0), blocks
+
+
+def _unchunk(Y: Array, m: int) -> Array:
+    """``(B, ..., chunk)`` per-row results of :func:`_chunks` -> ``(..., M)``."""
+    Y = jnp.moveaxis(Y, 0, -2)
+    return Y.reshape(*Y.shape[:-2], -1)[..., :m]
+
+
+def _take_rows(X: Array, index: Array, batch: tuple[int, ...]) -> Array:
+    """Rows ``index`` ``(*batch, K)`` of ``X`` ``(..., M, D)`` broadcast to ``batch``."""
+    X = jnp.broadcast_to(X, (*batch, *X.shape[-2:]))
+    return jnp.take_along_axis(X, index[..., None], axis=-2)
+
+
+class MeanStd(NamedTuple):
+    """Per-channel statistics over positions: ``mean`` and ``std``, each ``(..., N)``."""
+
+    mean: Array
+    std: Array
+
+
+def mean_std_target(F_style: Array, eps: float = 1e-5) -> MeanStd:
+    """The batch-normalisation statistics of Li, Wang, Liu & Hou 2017, "Demystifying
+    Neural Style Transfer" (IJCAI), sec. 4: each channel's mean mu_i and standard
+    deviation sigma_i over the M positions (what AdaIN transfers).
+
+    sigma_i = sqrt(var_i + eps), var_i normalised by M (the population variance), the
+    same form as :func:`mean_std_layer_loss` uses.
+
+    Args:
+      F_style: the style image's responses, ``(..., H, W, N)``.
+      eps: added to the variance under the square root.
+
+    Returns:
+      :class:`MeanStd`, each field ``(..., N)``.
+    """
+    X = _positions(F_style)
+    mu = jnp.mean(X, axis=-2)
+    var = jnp.mean(jnp.square(X - mu[..., None, :]), axis=-2)
+    return MeanStd(mu, jnp.sqrt(var + eps))
+
+
+def mean_std_layer_loss(F: Array, target: MeanStd, eps: float = 1e-5) -> Array:
+    """Li, Wang, Liu & Hou 2017, "Demystifying Neural Style Transfer" (IJCAI), sec. 4:
+    L_l = 1/N_l sum_i ((mu_i - mu_s,i)^2 + (sigma_i - sigma_s,i)^2), matching the
+    per-channel mean and standard deviation over positions (BN statistics).
+
+    Normalised by N_l as in the paper; sigma_i = sqrt(var_i + eps) with the population
+    variance (over M), so the gradient stays finite for a constant channel.
+
+    Args:
+      F: the generated image's responses, ``(..., H, W, N)``.
+      target: :func:`mean_std_target` of the style image (``(..., N)`` fields).
+      eps: as in :func:`mean_std_target` (use the same value).
+
+    Returns:
+      ``(...)``: one value per image.
+    """
+    mu, sigma = mean_std_target(F, eps)
+    return jnp.mean(jnp.square(mu - target.mean) + jnp.square(sigma - target.std), axis=-1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def psd_sqrtm(K: Array, eps: float = 1e-6) -> Array:
+    """The symmetric square root K^{1/2} of symmetric PSD matrices ``(..., N, N)``.
+
+    By ``jnp.linalg.eigh`` of (K + K^T) / 2, eigenvalues clamped at 0 (float error makes
+    the zero ones of a rank-deficient K slightly negative). The derivative is written by
+    hand: dY solves the Sylvester equation Y dY + dY Y = dK, which in the eigenbasis U is
+    (U^T dK U)_ij / (sqrt(l_i) + sqrt(l_j)); the denominators are floored at
+    sqrt(eps * l_max) + eps, so the gradient stays finite for rank-deficient K (where
+    the exact one is infinite) and ignores eigenvalues below float32's eigh noise.
+    Autodiff of eigh would divide by l_i - l_j instead, and a repeated zero eigenvalue
+    (any rank-deficient covariance) makes that NaN.
+
+    Used by :func:`wasserstein_layer_loss` for the Bures term of Dowson & Landau 1982,
+    "The Frechet distance between multivariate normal distributions".
+
+    Args:
+      K: symmetric positive semi-definite matrices, ``(..., N, N)``.
+      eps: relative (and absolute) floor of the derivative's denominators; static.
+
+    Returns:
+      ``(..., N, N)`` symmetric square roots.
+    """
+    return _psd_sqrtm_fwd(K, eps)[0]
+
+
+def _psd_sqrtm_fwd(K: Array, eps: float) -> tuple[Array, tuple[Array, Array, Array]]:
+    K = jnp.asarray(K)
+    K = 0.5 * (K + jnp.swapaxes(K, -1, -2))
+    lam, U = jnp.linalg.eigh(K)
+    lam = jnp.maximum(lam, 0.0)
+    s = jnp.sqrt(lam)
+    Y = jnp.matmul(U * s[..., None, :], jnp.swapaxes(U, -1, -2))
+    floor = jnp.sqrt(eps * jnp.max(lam, axis=-1)) + eps
+    return Y, (U, s, floor)
+
+
+def _psd_sqrtm_bwd(eps: float, residuals: tuple[Array, Array, Array], dY: Array) -> tuple[Array]:
+    U, s, floor = residuals
+    Ut = jnp.swapaxes(U, -1, -2)
+    dY = 0.5 * (dY + jnp.swapaxes(dY, -1, -2))
+    denominator = jnp.maximum(s[..., :, None] + s[..., None, :], floor[..., None, None])
+    return (jnp.matmul(jnp.matmul(U, jnp.matmul(Ut, jnp.matmul(dY, U)) / denominator), Ut),)
+
+
+psd_sqrtm.defvjp(_psd_sqrtm_fwd, _psd_sqrtm_bwd)
+
+
+class Gaussian(NamedTuple):
+    """A Gaussian fitted to responses: ``mean`` ``(..., N)``, ``cov`` ``(..., N, N)``
+    (normalised by M) and its symmetric square root ``cov_sqrt`` ``(..., N, N)``."""
+
+    mean: Array
+    cov: Array
+    cov_sqrt: Array
+
+
+def wasserstein_target(F_style: Array) -> Gaussian:
+    """The Gaussian of the style image's responses for :func:`wasserstein_layer_loss`
+    (Mroueh 2019, "Wasserstein Style Transfer", the style as a Gaussian of its features):
+    the mean mu_s and covariance Sigma_s over the M positions (normalised by M), and
+    Sigma_s^{1/2}, computed once.
+
+    Args:
+      F_style: the style image's responses, ``(..., H, W, N)``.
+
+    Returns:
+      :class:`Gaussian`.
+    """
+    mu, cov = _mean_cov(_positions(F_style))
+    return Gaussian(mu, cov, psd_sqrtm(cov))
+
+
+def wasserstein_layer_loss(F: Array, target: Gaussian, eps: float = 1e-6) -> Array:
+    """The squared 2-Wasserstein distance between Gaussians fitted to the responses
+    (Mroueh 2019, "Wasserstein Style Transfer", arXiv:1905.12828; the closed form of
+    Dowson & Landau 1982, "The Frechet distance between multivariate normal
+    distributions"; crowsonkb/style-transfer-pytorch's loss), divided by N_l:
+
+        W_2^2 = ||mu - mu_s||^2 + tr(Sigma) + tr(Sigma_s)
+                - 2 tr((Sigma_s^{1/2} Sigma Sigma_s^{1/2})^{1/2}),
+
+    mu, Sigma the mean and covariance over the M positions (normalised by M). The last
+    (Bures) term goes through :func:`psd_sqrtm`, whose gradient stays finite for a
+    rank-deficient Sigma (fewer positions than channels, dead channels). Float error can
+    leave the value a little below 0 when the two Gaussians coincide.
+
+    Args:
+      F: the generated image's responses, ``(..., H, W, N)``.
+      target: :func:`wasserstein_target` of the style image.
+      eps: the floor of :func:`psd_sqrtm`'s derivative; static.
+
+    Returns:
+      ``(...)``: one value per image.
+    """
+    n = F.shape[-1]
+    mu, cov = _mean_cov(_positions(F))
+    root = target.cov_sqrt
+    cross = psd_sqrtm(jnp.matmul(jnp.matmul(root, cov), root), eps)
+    trace = functools.partial(jnp.trace, axis1=-2, axis2=-1)
+    w2 = (jnp.sum(jnp.square(mu - target.mean), axis=-1)
+          + trace(cov) + trace(target.cov) - 2.0 * trace(cross))
+    return w2 / n
+
+
+def sliced_wasserstein_target(F_style: Array) -> Array:
+    """The style image's responses as a set of M_s points in R^N, ``(..., M_s, N)``, for
+    :func:`sliced_wasserstein_layer_loss` (Heitz, Vanhoey, Chambon & Belcour 2021, "A
+    Sliced Wasserstein Loss for Neural Texture Synthesis", CVPR, eqs. 5-8). They are
+    kept whole: the random projections change at every call."""
+    return _positions(F_style)
+
+
+def sliced_wasserstein_projected(F: Array, target: Array, directions: Array) -> Array:
+    """Heitz, Vanhoey, Chambon & Belcour 2021, "A Sliced Wasserstein Loss for Neural
+    Texture Synthesis" (CVPR), eqs. 5-8, for given directions: both sets of responses
+    projected on each unit direction V, each projection sorted over positions (the 1-D
+    optimal transport), and L = 1/(|V| M) sum_V sum_k (sort(F V)_k - sort(S V)_k)^2,
+    the mean squared difference over projections and positions.
+
+    When the counts of positions differ (M != M_s), the style's sorted projections are
+    its empirical quantile function, linearly interpolated at the generated image's
+    quantiles (k + 1/2) / M (the paper compares equal counts).
+
+    Args:
+      F: the generated image's responses, ``(..., H, W, N)``.
+      target: :func:`sliced_wasserstein_target` of the style image, ``(..., M_s, N)``.
+      directions: unit directions, ``(P, N)``.
+
+    Returns:
+      ``(...)``: one value per image.
+    """
+    X = _positions(F)
+    V = jnp.swapaxes(jnp.asarray(directions), -1, -2)
+    projected = jnp.sort(jnp.matmul(X, V), axis=-2)
+    style = _quantiles(jnp.sort(jnp.matmul(jnp.asarray(target), V), axis=-2), X.shape[-2])
+    return jnp.mean(jnp.square(projected - style), axis=(-2, -1))
+
+
+def sliced_wasserstein_layer_loss(
+    F: Array, target: Array, key: Array, num_projections: int | None = None
+) -> Array:
+    """Heitz, Vanhoey, Chambon & Belcour 2021, "A Sliced Wasserstein Loss for Neural
+    Texture Synthesis" (CVPR), eqs. 5-8: :func:`sliced_wasserstein_projected` on
+    ``num_projections`` (default N, as the paper) random unit directions drawn from
+    ``key`` (normal samples, normalised). The same key gives the same directions, hence
+    the same value; draw a new key per optimisation step. Every image of a batch is
+    projected on the same directions.
+
+    Args:
+      F: the generated image's responses, ``(..., H, W, N)``.
+      target: :func:`sliced_wasserstein_target` of the style image, ``(..., M_s, N)``.
+      key: a ``jax.random`` key.
+      num_projections: how many directions; static.
+
+    Returns:
+      ``(...)``: one value per image (mean over projections and positions).
+    """
+    n = F.shape[-1]
+    count = n if num_projections is None else num_projections
+    dtype = jnp.promote_types(F.dtype, jnp.float32)
+    V = jax.random.normal(key, (count, n), dtype)
+    V = V / jnp.linalg.norm(V, axis=-1, keepdims=True)
+    return sliced_wasserstein_projected(F, target, V)
+
+
+def histogram_target(F_style: Array, num_quantiles: int | None = None) -> Array:
+    """Each channel's distribution of the style image's responses for
+    :func:`histogram_layer_loss` (Risser, Wilmot & Barnes 2017, "Stable and Controllable
+    Neural Texture Synthesis and Style Transfer Using Histogram Losses", sec. 4.1): its
+    sorted responses, or its quantiles at ``num_quantiles`` levels (k + 1/2) / Q (a fixed,
+    smaller size for a large style image).
+
+    Args:
+      F_style: the style image's responses, ``(..., H, W, N)``.
+      num_quantiles: Q; None keeps all M_s sorted values. Static.
+
+    Returns:
+      ``(..., M_s or Q, N)``: sorted over axis -2, one column per channel.
+    """
+    S = jnp.sort(_positions(F_style), axis=-2)
+    return S if num_quantiles is None else _quantiles(S, num_quantiles)
+
+
+def histogram_layer_loss(F: Array, target: Array) -> Array:
+    """Risser, Wilmot & Barnes 2017, "Stable and Controllable Neural Texture Synthesis
+    and Style Transfer Using Histogram Losses", sec. 4.1-4.2, eq. 4:
+    L = ||O - R(O)||^2 with R(O) the responses O remapped, channel by channel, to the
+    style's histogram.
+
+    Here the remapping is exact CDF matching by sorting rather than the paper's 256-bin
+    histograms: each response is replaced by the style's value at its rank (its
+    quantile (r + 1/2) / M, interpolated in the style's quantile function when the counts
+    of positions differ). As in the paper R(O) is a constant (``stop_gradient``): the
+    gradient is 2 (O - R(O)) / (M N). Normalised as the mean over positions and channels
+    (the paper writes the squared Frobenius norm). The paper adds it to the Gram loss.
+
+    Args:
+      F: the generated image's responses, ``(..., H, W, N)``.
+      target: :func:`histogram_target` of the style image, ``(..., M_s or Q, N)``.
+
+    Returns:
+      ``(...)``: one value per image.
+    """
+    X = _positions(F)
+    target = jnp.asarray(target)
+    batch = jnp.broadcast_shapes(X.shape[:-2], target.shape[:-2])
+    X = jnp.broadcast_to(X, (*batch, *X.shape[-2:]))
+    rank = jnp.argsort(jnp.argsort(X, axis=-2), axis=-2)
+    matched = jnp.broadcast_to(_quantiles(target, X.shape[-2]), X.shape)
+    R = jax.lax.stop_gradient(jnp.take_along_axis(matched, rank, axis=-2))
+    return jnp.mean(jnp.square(X - R), axis=(-2, -1))
+
+
+def _patches(F: Array, size: int) -> Array:
+    """The size x size patches (stride 1, VALID) of ``(..., H, W, N)``, flattened as
+    ``(..., (H - size + 1) (W - size + 1), size * size * N)`` (row, column, channel)."""
+    F = jnp.asarray(F)
+    *batch, h, w, n = F.shape
+    ph, pw = h - size + 1, w - size + 1
+    if ph < 1 or pw < 1:
+        raise ValueError(f"a {h}x{w} map has no {size}x{size} patch")
+    shifted = [F[..., dy:dy + ph, dx:dx + pw, :] for dy in range(size) for dx in range(size)]
+    return jnp.stack(shifted, axis=-2).reshape(*batch, ph * pw, size * size * n)
+
+
+class MRFTarget(NamedTuple):
+    """The style image's patches ``(..., P_s, k*k*N)`` and their norms ``(..., P_s)``."""
+
+    patches: Array
+    norms: Array
+
+
+def mrf_target(F_style: Array, patch_size: int = 3) -> MRFTarget:
+    """The style patches Psi(Phi(x_s)) of Li & Wand 2016, "Combining Markov Random Fields
+    and Convolutional Neural Networks for Image Synthesis" (CVPR), eq. 2: every
+    ``patch_size`` x ``patch_size`` patch (stride 1, VALID) of the style image's
+    responses, flattened, and its norm (for eq. 3's normalised cross-correlation).
+
+    The paper also adds rotated and scaled copies of the style image; do that before
+    (on the image) if wanted.
+
+    Args:
+      F_style: the style image's responses, ``(..., H, W, N)``.
+      patch_size: k (the paper: 3); static.
+
+    Returns:
+      :class:`MRFTarget`.
+    """
+    patches = _patches(F_style, patch_size)
+    return MRFTarget(patches, jnp.sqrt(jnp.sum(jnp.square(patches), axis=-1)))
+
+
+def mrf_layer_loss(F: Array, target: MRFTarget, chunk: int = 256) -> Array:
+    """Li & Wand 2016, "Combining Markov Random Fields and Convolutional Neural Networks
+    for Image Synthesis" (CVPR), eqs. 2-3: E_s = 1/m sum_i ||Psi_i(F) - Psi_NN(i)(S)||^2
+    over the m patches Psi_i of the generated image's responses (the size of the
+    target's, stride 1, VALID), NN(i) = argmax_j Psi_i . Psi_j(S) / (|Psi_i| |Psi_j(S)|)
+    the style patch of highest normalised cross-correlation (eq. 3).
+
+    Normalised by the number of patches m (the paper sums). The matching is not
+    differentiated (an argmax); the gradient is that of eq. 2 with NN fixed. The
+    cross-correlations are computed ``chunk`` generated patches at a time (``lax.map``),
+    so memory grows as chunk * P_s, not m * P_s; |Psi_i| does not change the argmax and
+    is left out, a zero style patch scores 0.
+
+    Args:
+      F: the generated image's responses, ``(..., H, W, N)``.
+      target: :func:`mrf_target` of the style image.
+      chunk: generated patches per block; static.
+
+    Returns:
+      ``(...)``: one value per image.
+    """
+    n = F.shape[-1]
+    depth = target.patches.shape[-1]
+    size = math.isqrt(depth // n)
+    if size * size * n != depth:
+        raise ValueError(f"target patches of {depth} values do not fit {n} channels")
+    G = _patches(F, size)
+    normalised = target.patches / jnp.maximum(target.norms, 1e-12)[..., None]
+    scores_to = jnp.swapaxes(normalised, -1, -2)
+
+    def nearest(block: Array) -> Array:
+        return jnp.argmax(jnp.matmul(block, scores_to), axis=-1)
+
+    blocks, _ = _chunks(jax.lax.stop_gradient(G), min(chunk, G.shape[-2]))
+    index = _unchunk(jax.lax.map(nearest, blocks), G.shape[-2])
+    batch = jnp.broadcast_shapes(G.shape[:-2], target.patches.shape[:-2])
+    matched = jax.lax.stop_gradient(_take_rows(target.patches, index, batch))
+    return jnp.mean(jnp.sum(jnp.square(G - matched), axis=-1), axis=-1)
+
+
+def _unit(X: Array, eps: float) -> Array:
+    """Rows of ``(..., M, N)`` scaled to unit length, x / sqrt(|x|^2 + eps)."""
+    return X * jax.lax.rsqrt(jnp.sum(jnp.square(X), axis=-1, keepdims=True) + eps)
+
+
+class REMDTarget(NamedTuple):
+    """The style image's responses at positions, scaled to unit length
+    (``unit`` ``(..., M_s, N)``), and their mean ``(..., N)`` and covariance
+    ``(..., N, N)`` (for :func:`remd_moment_loss`)."""
+
+    unit: Array
+    mean: Array
+    cov: Array
+
+
+def remd_target(F_style: Array, positions: Array | None = None, eps: float = 1e-8) -> REMDTarget:
+    """What Kolkin, Salavon & Shakhnarovich 2019, "Style Transfer by Relaxed Optimal
+    Transport and Self-Similarity" (STROTSS, CVPR), sec. 2.1 compare with: the style
+    image's responses at its positions, as unit vectors for the cosine cost of eq. 2, and
+    their mean and covariance (normalised by M_s) for the moment term of eq. 5.
+
+    Args:
+      F_style: the style image's responses, ``(..., H, W, N)``.
+      positions: optional indices into the H * W positions (row-major) to keep, ``(K,)``
+        (STROTSS samples at most ~1024).
+      eps: added to |x|^2 before scaling to unit length, for all-zero responses.
+
+    Returns:
+      :class:`REMDTarget`.
+    """
+    S = _positions(F_style)
+    if positions is not None:
+        S = jnp.take(S, jnp.asarray(positions), axis=-2)
+    mu, cov = _mean_cov(S)
+    return REMDTarget(_unit(S, eps), mu, cov)
+
+
+def _nearest_both_ways(U: Array, V: Array, chunk: int) -> tuple[Array, Array]:
+    """For the cost C_ij = -U_i . V_j: argmin_j for each row i ``(*batch, M)`` and argmin_i
+    for each column j ``(*batch, M_s)``, over chunk x chunk blocks with running minima
+    (memory grows as chunk^2, not M * M_s)."""
+    m, ms = U.shape[-2], V.shape[-2]
+    batch = jnp.broadcast_shapes(U.shape[:-2], V.shape[:-2])
+    dtype = jnp.result_type(U.dtype, V.dtype)
+    Ub, rows = _chunks(U, chunk)
+    Vb, cols = _chunks(V, chunk)
+    row_ok = jnp.arange(rows * chunk).reshape(rows, chunk) < m
+    col_ok = jnp.arange(cols * chunk).reshape(cols, chunk) < ms
+    inf = jnp.array(jnp.inf, dtype)
+
+    def over_rows(column_best, row_block):
+        u, a, u_ok = row_block
+
+        def over_columns(row_best, column_block):
+            v, b, v_ok, best, where = column_block
+            C = -jnp.matmul(u, jnp.swapaxes(v, -1, -2))
+            C = jnp.where(u_ok[:, None] & v_ok[None, :], C, inf)
+            low, at = jnp.min(C, axis=-1), (jnp.argmin(C, axis=-1) + b * chunk).astype(jnp.int32)
+            better = low < row_best[0]
+            row_best = (jnp.where(better, low, row_best[0]), jnp.where(better, at, row_best[1]))
+            low, at = jnp.min(C, axis=-2), (jnp.argmin(C, axis=-2) + a * chunk).astype(jnp.int32)
+            better = low < best
+            return row_best, (jnp.where(better, low, best), jnp.where(better, at, where))
+
+        start = (jnp.full((*batch, chunk), inf), jnp.zeros((*batch, chunk), jnp.int32))
+        (_, row_index), column_best = jax.lax.scan(
+            over_columns, start, (Vb, jnp.arange(cols), col_ok, *column_best))
+        return column_best, row_index
+
+    start = (jnp.full((cols, *batch, chunk), inf), jnp.zeros((cols, *batch, chunk), jnp.int32))
+    (_, column_index), row_index = jax.lax.scan(over_rows, start, (Ub, jnp.arange(rows), row_ok))
+    return _unchunk(row_index, m), _unchunk(column_index, ms)
+
+
+def remd_layer_loss(
+    F: Array,
+    target: REMDTarget,
+    chunk: int = 256,
+    positions: Array | None = None,
+    eps: float = 1e-8,
+) -> Array:
+    """The relaxed earth mover's distance of Kolkin, Salavon & Shakhnarovich 2019, "Style
+    Transfer by Relaxed Optimal Transport and Self-Similarity" (STROTSS, CVPR), sec. 2.1,
+    eqs. 2-4, between the generated image's responses F_i and the style's S_j at
+    positions, with the cosine cost C_ij = 1 - F_i . S_j / (|F_i| |S_j|) (eq. 2):
+
+        R_EMD = max(1/M sum_i min_j C_ij, 1/M_s sum_j min_i C_ij).
+
+    Its own normalisation: both terms are means (eq. 4), so the value lies in [0, 2]. The
+    minima are found in ``chunk`` x ``chunk`` blocks of C with running minima, both ways at
+    once, so any size fits in bounded memory; the choice of each minimum is not
+    differentiated (at a generic point the gradient of a min is that of its minimiser's
+    cost, which is what is returned). Per layer here; STROTSS concatenates several
+    layers' responses (hypercolumns) at ~1024 sampled positions and adds a colour term.
+
+    Args:
+      F: the generated image's responses, ``(..., H, W, N)``.
+      target: :func:`remd_target` of the style image.
+      chunk: positions per block side; static.
+      positions: optional indices into the H * W positions (row-major) to use, ``(K,)``.
+      eps: as in :func:`remd_target`.
+
+    Returns:
+      ``(...)``: one value per image.
+    """
+    X = _positions(F)
+    if positions is not None:
+        X = jnp.take(X, jnp.asarray(positions), axis=-2)
+    U, V = _unit(X, eps), target.unit
+    batch = jnp.broadcast_shapes(U.shape[:-2], V.shape[:-2])
+    block = min(chunk, max(U.shape[-2], V.shape[-2]))
+    to_style, to_image = _nearest_both_ways(
+        jax.lax.stop_gradient(U), jax.lax.stop_gradient(V), block)
+    rows = 1.0 - jnp.sum(U * _take_rows(V, to_style, batch), axis=-1)
+    columns = 1.0 - jnp.sum(_take_rows(U, to_image, batch) * V, axis=-1)
+    return jnp.maximum(jnp.mean(rows, axis=-1), jnp.mean(columns, axis=-1))
+
+
+def remd_moment_loss(F: Array, target: REMDTarget, positions: Array | None = None) -> Array:
+    """The moment-matching term of Kolkin, Salavon & Shakhnarovich 2019, "Style Transfer by
+    Relaxed Optimal Transport and Self-Similarity" (STROTSS, CVPR), sec. 2.1, eq. 5:
+    l_m = 1/N ||mu - mu_s||_1 + 1/N^2 ||Sigma - Sigma_s||_1, the means and covariances of
+    the responses over positions (L1, entrywise).
+
+    The covariances are normalised by the count of positions, M (an unbiased M - 1
+    differs by 0.1% at STROTSS's ~1024 samples).
+
+    Args:
+      F: the generated image's responses, ``(..., H, W, N)``.
+      target: :func:`remd_target` of the style image.
+      positions: optional indices into the H * W positions (row-major) to use, ``(K,)``.
+
+    Returns:
+      ``(...)``: one value per image.
+    """
+    X = _positions(F)
+    if positions is not None:
+        X = jnp.take(X, jnp.asarray(positions), axis=-2)
+    mu, cov = _mean_cov(X)
+    return (jnp.mean(jnp.abs(mu - target.mean), axis=-1)
+            + jnp.mean(jnp.abs(cov - target.cov), axis=(-2, -1)))
