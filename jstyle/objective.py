@@ -22,8 +22,8 @@ from jstyle.layers import downsampling
 from jstyle.preprocessing import Preprocessing, to_network
 from jstyle.vgg import extract_features
 
-__all__ = ["Objective", "Targets", "features", "layer_masks", "compute_targets", "loss_terms",
-    "total_objective", "objective_and_terms"]
+__all__ = ["Objective", "Targets", "network_params", "features", "layer_masks",
+    "compute_targets", "loss_terms", "total_objective", "objective_and_terms"]
 
 Array = jax.Array
 
@@ -45,6 +45,11 @@ class Objective:
       remat: rematerialise the network's blocks in the backward pass (``jax.checkpoint``):
         the same loss and gradient, about a fifth more time; measured on CPU it does not
         lower the peak memory of the paper's objective (see :mod:`jstyle.memory`).
+      precision: ``"float32"`` (the paper) or ``"bfloat16"``: the network (its weights,
+        convolutions, poolings and responses) in bfloat16, with float32 accumulation in
+        the convolutions; the losses, the Gram matrices, the image and its gradient, and
+        all the optimiser sees stay float32. On the CPU the convolutions are faster only
+        through oneDNN (:mod:`jstyle.onednn`).
     """
 
     content_layers: tuple[tuple[str, float], ...]
@@ -55,6 +60,7 @@ class Objective:
     pooling: str
     preprocessing: Preprocessing
     remat: bool = False
+    precision: str = "float32"
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -96,11 +102,25 @@ class Targets(NamedTuple):
     weights: dict[str, Array] | None = None  # Objective.weights() as arrays; None: the objective's
 
 
+def network_params(params: dict, objective: Objective) -> dict:
+    """The network's weights in the objective's precision: a cast for ``bfloat16`` (done
+    once by the engine, so that no evaluation repeats it; under jit a no-op after that)."""
+    if objective.precision == "float32":
+        return params
+    dtype = jnp.dtype(objective.precision)
+    return jax.tree.map(lambda a: a if a.dtype == dtype else a.astype(dtype), params)
+
+
 def features(params: dict, image: Array, objective: Objective, layers: Sequence[str]) -> dict:
-    """Responses of ``layers`` to RGB ``image`` ``(..., H, W, 3)`` in [0, 1]."""
+    """Responses of ``layers`` to RGB ``image`` ``(..., H, W, 3)`` in [0, 1], in float32
+    whatever the network's precision (:attr:`Objective.precision`)."""
     batched = image if image.ndim == 4 else image[None]
     x = to_network(batched, objective.preprocessing)
-    out = extract_features(params, x, layers, objective.pooling, objective.remat)
+    if objective.precision != "float32":
+        x = x.astype(objective.precision)
+    out = extract_features(network_params(params, objective), x, layers, objective.pooling,
+                           objective.remat)
+    out = {k: v.astype(jnp.float32) for k, v in out.items()}
     return out if image.ndim == 4 else {k: v[0] for k, v in out.items()}
 
 

@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jstyle import onednn
 from jstyle.layers import CONV_CHANNELS, LAYERS, layer_index
 from jstyle.options import POOLING
 
@@ -32,8 +33,16 @@ __all__ = ["VGG19", "extract_features", "POOLING"]
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 
-def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def _xla_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DIMS)
+
+
+def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    # XLA:CPU converts a bfloat16 convolution to float32 and back; oneDNN, once
+    # jstyle.onednn.load has registered it, runs it in bfloat16 (see that module).
+    if x.dtype == jnp.bfloat16 and onednn.loaded() and jax.default_backend() == "cpu":
+        return onednn.conv3x3(x, kernel)
+    return _xla_conv(x, kernel)
 
 
 @jax.custom_vjp
@@ -46,6 +55,9 @@ def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     compiles autodiff's transposed convolution, whose kernel layout is ``01oi``, to a
     naive loop nest instead of its library convolution -- four times slower per
     evaluation. Written as an ``01io`` convolution it takes the fast path everywhere.
+
+    In bfloat16 on the CPU, with :func:`jstyle.onednn.load` done, both directions run
+    through oneDNN's bfloat16 kernels (float32 accumulation) instead of XLA's float32 ones.
     """
     return _conv(x, kernel)
 
@@ -62,7 +74,7 @@ def _conv3x3_bwd(residuals, g):
     dx = _conv(g, flipped)
     # The kernel's gradient, only when the kernel is differentiated: never computed for an
     # image's gradient, even under vmap, which would otherwise batch it per image.
-    dkernel = None if x is None else jax.vjp(lambda k: _conv(x, k), kernel)[1](g)[0]
+    dkernel = None if x is None else jax.vjp(lambda k: _xla_conv(x, k), kernel)[1](g)[0]
     return dx, dkernel
 
 

@@ -1,0 +1,140 @@
+"""bfloat16 convolutions on the CPU through oneDNN, as an XLA FFI custom call.
+
+XLA:CPU computes a bfloat16 convolution by converting both operands to float32, running
+its float32 kernel and rounding the result (see the README's "Performance"): bfloat16 is
+never faster there, even on a CPU with AVX512-BF16 or AMX. oneDNN runs the same
+convolution with those instructions, which accumulate in float32 and round each response
+to bfloat16, as ``precision: bfloat16`` asks (Gatys et al. 2016 do not use reduced
+precision; it changes the delivered image's loss by the amount the README's "Quality"
+table shows).
+
+The kernel (``jstyle/kernels/onednn_conv.cc``) is compiled once per source, jaxlib and
+compiler, into jstyle's cache folder, with the system's C++ compiler against the system's
+oneDNN (Debian and Ubuntu: ``apt-get install g++ libdnnl-dev``). :func:`load` builds,
+loads and registers it, or says in one line why it cannot; nothing here runs on import.
+
+References:
+  oneDNN, "Convolution" primitive: https://oneapi-src.github.io/oneDNN/dev_guide_convolution.html
+  JAX, "Foreign function interface (FFI)": https://docs.jax.dev/en/latest/ffi.html
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Kernels", "SOURCE", "TARGET", "library_path", "build", "load", "loaded", "conv3x3"]
+
+#: The C++ source of the custom call, shipped in the package.
+SOURCE = Path(__file__).with_name("kernels") / "onednn_conv.cc"
+#: The FFI target's name in XLA's registry.
+TARGET = "jstyle_conv3x3_bf16"
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """A loaded kernel library: its path and the oneDNN implementation it dispatches to
+    on this CPU (``brgconv:avx512_core_bf16``, ``...amx...``; a name without ``bf16`` or
+    ``amx`` means oneDNN would emulate bfloat16 here)."""
+
+    path: Path
+    implementation: str
+
+    @property
+    def native(self) -> bool:
+        """Whether the CPU's own bfloat16 instructions run the convolutions."""
+        return "bf16" in self.implementation or "amx" in self.implementation
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def library_path(cache_dir: Path, compiler: str) -> Path:
+    """Where the library built from this source, jaxlib and compiler lives."""
+    from importlib import metadata
+
+    key = hashlib.sha256()
+    key.update(SOURCE.read_bytes())
+    key.update(metadata.version("jaxlib").encode())
+    key.update(compiler.encode())
+    return cache_dir / f"onednn_conv-{key.hexdigest()[:16]}.so"
+
+
+def build(cache_dir: Path) -> Path:
+    """Compile the kernel into ``cache_dir`` unless it is there; its path. ``RuntimeError``
+    with one line (what is missing and how to install it) when it cannot be built."""
+    compiler = _compiler()
+    if compiler is None:
+        raise RuntimeError("no C++ compiler found (install g++, or set CXX)")
+    target = library_path(cache_dir, compiler)
+    if target.is_file():
+        return target
+    import jax.ffi
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+        out = Path(tmp) / target.name
+        cmd = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-w",
+               f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(out), "-ldnnl"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            if "dnnl.hpp" in done.stderr or "-ldnnl" in done.stderr or "ldnnl" in done.stderr:
+                raise RuntimeError("oneDNN's headers or library are missing "
+                                   "(Debian/Ubuntu: apt-get install libdnnl-dev)")
+            last = done.stderr.strip().splitlines()[-1:] or ["no message"]
+            raise RuntimeError(f"the oneDNN kernel did not compile: {last[0]}")
+        os.replace(out, target)  # atomic: a concurrent build finds a whole file or none
+    return target
+
+
+@functools.cache
+def _register(path: str) -> Kernels:
+    import jax
+
+    library = ctypes.CDLL(path)
+    describe = library.JstyleConv3x3Impl
+    describe.restype = ctypes.c_char_p
+    implementation = describe().decode()
+    if implementation.startswith("error"):
+        raise RuntimeError(f"oneDNN cannot run the convolution here: {implementation}")
+    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.JstyleConv3x3Bf16),
+                                platform="cpu")
+    return Kernels(Path(path), implementation)
+
+
+def load(cache_dir: Path) -> Kernels:
+    """Build (once), load and register the kernel; ``RuntimeError`` with one line if any
+    step fails. After it, :func:`conv3x3` may be traced."""
+    try:
+        path = build(cache_dir)
+        return _register(str(path))
+    except OSError as e:  # the library loads but libdnnl does not (removed since)
+        raise RuntimeError(f"the oneDNN kernel does not load: {e}") from None
+
+
+def loaded() -> bool:
+    """Whether :func:`load` has registered the kernel in this process."""
+    return _register.cache_info().currsize > 0
+
+
+def conv3x3(x, kernel):
+    """A 3x3, stride 1, SAME convolution of bfloat16 NHWC images ``(..., H, W, C)`` with a
+    bfloat16 HWIO kernel ``(3, 3, C, O)``, through oneDNN (:func:`load` first): float32
+    accumulation, responses rounded to bfloat16. No derivative of its own:
+    :func:`jstyle.vgg.conv3x3` differentiates it with the same call."""
+    import jax
+    import jax.numpy as jnp
+
+    out = jax.ShapeDtypeStruct((*x.shape[:-1], kernel.shape[-1]), jnp.bfloat16)
+    return jax.ffi.ffi_call(TARGET, out, vmap_method="expand_dims")(x, kernel)

@@ -1,0 +1,106 @@
+"""The oneDNN bfloat16 convolution (jstyle.onednn) against XLA's, its derivative through
+jstyle.vgg.conv3x3, and the one-line reasons when it cannot be built."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jstyle import onednn
+from jstyle.cache import cache_dir
+from jstyle.vgg import conv3x3
+
+_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+@pytest.fixture(scope="module")
+def kernels() -> onednn.Kernels:
+    """The kernel, built once into the user cache as a run would; skips where the machine
+    has no compiler or no oneDNN (.ci/run installs both, so CI runs these)."""
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        pytest.skip("no C++ compiler")
+    if not Path("/usr/include/dnnl.hpp").is_file():
+        pytest.skip("oneDNN's headers are not installed (apt-get install libdnnl-dev)")
+    return onednn.load(cache_dir() / "kernels")
+
+
+def _reference(x, kernel):
+    """XLA's convolution of the same bfloat16 numbers, in float32."""
+    return jax.lax.conv_general_dilated(x.astype(jnp.float32), kernel.astype(jnp.float32),
+                                        (1, 1), "SAME", dimension_numbers=_DIMS)
+
+
+def _operands(rng, shape, channels):
+    x = jnp.asarray(rng.standard_normal(shape), jnp.bfloat16)
+    kernel = jnp.asarray(rng.standard_normal((3, 3, shape[-1], channels)) * 0.2, jnp.bfloat16)
+    return x, kernel
+
+
+def test_convolution_matches_xla_to_bfloat16_rounding(kernels, rng):
+    x, kernel = _operands(rng, (2, 9, 13, 16), 32)
+    got = jax.jit(onednn.conv3x3)(x, kernel)
+    assert got.dtype == jnp.bfloat16 and got.shape == (2, 9, 13, 32)
+    ref = _reference(x, kernel)
+    # float32 accumulation, one rounding of each response: 2^-8 of its size
+    np.testing.assert_allclose(np.asarray(got, np.float32), ref, rtol=8e-3,
+                               atol=8e-3 * float(jnp.max(jnp.abs(ref))))
+
+
+def test_convolution_takes_leading_axes_and_vmap(kernels, rng):
+    x, kernel = _operands(rng, (3, 6, 7, 8), 4)
+    flat = onednn.conv3x3(x, kernel)
+    mapped = jax.vmap(onednn.conv3x3, in_axes=(0, None))(x[:, None], kernel)
+    np.testing.assert_array_equal(mapped[:, 0], flat)
+    stacked = onednn.conv3x3(x.reshape(1, 3, 6, 7, 8), kernel)
+    np.testing.assert_array_equal(stacked[0], flat)
+
+
+def test_the_network_convolution_and_its_gradient_go_through_onednn(kernels, rng):
+    x, kernel = _operands(rng, (1, 8, 10, 16), 16)
+    text = jax.jit(conv3x3).lower(x, kernel).as_text()
+    assert onednn.TARGET in text
+    g = jnp.asarray(rng.standard_normal((1, 8, 10, 16)), jnp.float32)
+
+    def loss(conv, x):
+        return jnp.sum(conv(x, kernel).astype(jnp.float32) * g)
+
+    ours = jax.grad(lambda x: loss(conv3x3, x))(x)
+    assert onednn.TARGET in jax.jit(jax.grad(lambda x: loss(conv3x3, x))).lower(x).as_text()
+    ref = jax.grad(lambda x: loss(_reference, x.astype(jnp.float32)))(x)
+    np.testing.assert_allclose(np.asarray(ours, np.float32), ref, rtol=2e-2,
+                               atol=1e-2 * float(jnp.max(jnp.abs(ref))))
+
+
+def test_the_kernel_says_which_instructions_run_it(kernels):
+    assert kernels.implementation and kernels.path.is_file()
+    assert kernels.native == ("bf16" in kernels.implementation
+                              or "amx" in kernels.implementation)
+
+
+def test_a_missing_compiler_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(onednn.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="no C.. compiler found"):
+        onednn.build(tmp_path)
+
+
+def test_missing_onednn_headers_name_the_package(monkeypatch, tmp_path):
+    fake = tmp_path / "fake-c++"
+    fake.write_text("#!/bin/sh\necho 'fatal error: dnnl.hpp: No such file or directory' >&2\n"
+                    "exit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("CXX", str(fake))
+    with pytest.raises(RuntimeError, match="apt-get install libdnnl-dev"):
+        onednn.build(tmp_path / "cache")
+    assert not list((tmp_path / "cache").glob("*.so"))  # no half-written library
+
+
+def test_a_built_library_is_named_by_source_jaxlib_and_compiler(tmp_path):
+    a = onednn.library_path(tmp_path, "g++")
+    assert a == onednn.library_path(tmp_path, "g++")
+    assert a != onednn.library_path(tmp_path, "clang++")
