@@ -27,6 +27,7 @@ from jstyle.options import (
     NOISE_AMPLITUDE,
     OPTIMIZERS,
     POOLING,
+    PRECISIONS,
     PRESERVE_COLOR,
     SHARDING_MODES,
     check_weights_value,
@@ -110,6 +111,11 @@ class Config:
     pooling: str = _key("avg", "avg (the paper) or max (as VGG-19 was trained)", choices=POOLING)
     tv_weight: float = _key(0.0, "total-variation smoothing weight (0: off, as in the paper)")
     save_every: int = _key(0, "also save the image every N iterations (0: only at the end)")
+    precision: str = _key(
+        "float32", "the network's arithmetic: float32 (the paper) or bfloat16 (convolutions "
+        "with float32 accumulation; losses and optimiser stay float32), used where it is "
+        "faster: a GPU, or a CPU with AVX512-BF16/AMX through oneDNN (else float32, said)",
+        choices=PRECISIONS)
     remat: bool = _key(False, "rematerialise VGG-19's blocks in the backward pass "
                        "(jax.checkpoint); the same result, about a fifth more time; measured "
                        "to lower no peak on CPU (see Scaling in the README)")

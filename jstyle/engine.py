@@ -36,7 +36,13 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jstyle.objective import Objective, compute_targets, loss_terms, objective_and_terms
+from jstyle.objective import (
+    Objective,
+    compute_targets,
+    loss_terms,
+    network_params,
+    objective_and_terms,
+)
 from jstyle.optimize import Solver, for_spatial_split, run_steps
 from jstyle.preprocessing import delivered
 
@@ -480,7 +486,8 @@ def _optimise(params, contents, styles, blend, masks, init, objective, solver, i
                 for i in range(count)]
 
     try:
-        params = placed["params"] = jax.tree.map(lambda p: _put(p, replicated), params)
+        params = placed["params"] = jax.tree.map(lambda p: _put(p, replicated),
+                                                 network_params(params, objective))
         contents = _put(contents, _spec(contents.shape, axis, mesh))
         styles = [_put(s, _style_sharding(s.shape, mesh, batched)) for s in styles]
         blend = None if blend is None else _put(np.asarray(blend, np.float32), replicated)

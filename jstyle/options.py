@@ -19,8 +19,8 @@ from pathlib import Path
 
 from jstyle.errors import JStyleError
 
-__all__ = ["OPTIMIZERS", "LBFGS_BACKENDS", "LINE_SEARCHES", "BOUNDS", "POOLING", "INITS",
-    "NOISE_AMPLITUDE", "PRESERVE_COLOR", "SHARDING_MODES", "BASE_VARIANT",
+__all__ = ["OPTIMIZERS", "PRECISIONS", "LBFGS_BACKENDS", "LINE_SEARCHES", "BOUNDS", "POOLING",
+    "INITS", "NOISE_AMPLITUDE", "PRESERVE_COLOR", "SHARDING_MODES", "BASE_VARIANT",
     "NORMALIZED_VARIANT", "VARIANT_FILES", "VARIANTS", "unknown_variant",
     "check_weights_value"]
 
@@ -35,6 +35,10 @@ LINE_SEARCHES: dict[str, tuple[str, ...]] = {
 }
 #: ``box``: every pixel kept in [0, 1] (the picture's own range); ``none``: unconstrained.
 BOUNDS: tuple[str, ...] = ("box", "none")
+
+#: The network's arithmetic: float32 (the paper), or bfloat16 where it is faster (see
+#: :mod:`jstyle.precision`); the losses and the optimiser stay float32 either way.
+PRECISIONS: tuple[str, ...] = ("float32", "bfloat16")
 
 #: VGG-19's pooling: average (the paper's) or max (as the network was trained).
 POOLING: tuple[str, ...] = ("avg", "max")

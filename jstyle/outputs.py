@@ -212,6 +212,7 @@ def run_record(config, inputs, weights, result, stages: list, history: list[floa
     import jax
 
     from jstyle import __version__
+    from jstyle import precision as precisions
 
     height, width = inputs.content.shape[:2]
     record = {
@@ -238,6 +239,7 @@ def run_record(config, inputs, weights, result, stages: list, history: list[floa
         },
         "python": platform.python_version(),
         "weights": weights_record(weights),
+        "precision": precisions.record(precisions.resolve(config.precision, config.sharding)),
     }
     if config.preserve_color == "luminance":  # the PNG recombines it with the photo's colours
         record["delivered_losses_note"] = ("of the optimised image in 8 bits, before the "

@@ -103,6 +103,7 @@ def objective_and_solver(config: Config, preprocessing):
     """The :class:`jstyle.objective.Objective` and solver a config describes."""
     from jstyle.objective import Objective
     from jstyle.optimize import make_solver
+    from jstyle.precision import resolve
 
     objective = Objective(
         content_layers=config.content_layers,
@@ -113,6 +114,7 @@ def objective_and_solver(config: Config, preprocessing):
         pooling=config.pooling,
         preprocessing=preprocessing,
         remat=config.remat,
+        precision=resolve(config.precision, config.sharding).used,
     )
     solver = make_solver(
         config.optimizer,

@@ -237,12 +237,15 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
     writer = jax.process_index() == 0  # one host reports and writes
     quiet = args.quiet or not writer
     from jstyle.images import save_png
+    from jstyle.precision import notice as precision_notice
     from jstyle.progress import ProgressBar
 
     where = "" if point is None else \
         f" (resuming {plan[point.phase].name} after iteration {point.done})"
     log(f"jstyle: {width}x{height} px, {config.iterations} iterations of {config.optimizer}"
         f"{where}, on {jax.default_backend()}, about {estimates[0] / 2**30:.1f} GiB of memory")
+    if fallback := precision_notice(config.precision, config.sharding):
+        log(fallback)
 
     def on_progress(progress) -> None:
         iteration = done + progress.iteration
@@ -379,6 +382,7 @@ def _run_sharded_batch(config: Config, paths: list[str], folder: Path,
     from jstyle import engine
     from jstyle.cache import enable_compilation_cache
     from jstyle.images import save_png
+    from jstyle.precision import notice as precision_notice
     from jstyle.progress import ProgressBar
     from jstyle.sharding import make_mesh, stylize_batch
 
@@ -393,6 +397,8 @@ def _run_sharded_batch(config: Config, paths: list[str], folder: Path,
         log(f"jstyle: {len(group)} image(s) of {shape[1]}x{shape[0]} px over {mesh.size} "
             f"device(s), {config.iterations} iterations of {config.optimizer}"
             f"{' (resuming)' if resumed else ''}")
+        if fallback := precision_notice(config.precision, config.sharding):
+            log(fallback)
         states = offsets = None
         if resumed:
             template = pipeline.state_template(

@@ -28,6 +28,7 @@ CELLS = {
     "save_every": (["save_every=1"], ("ok", "ok", "ok")),
     "--resume": ([], ("ok", "ok", "ok")),
     "optimizer: adam": (["optimizer=adam"], ("ok", "ok", "ok")),
+    "precision: bfloat16": (["precision=bfloat16"], ("ok", "ok", "ok")),
 }
 COMMON = ["--set", "size=48", "--set", "iterations=2", "--set", "content_layers=[relu2_2]",
           "--set", "style_layers=[relu1_1, relu2_1]", "--quiet"]
@@ -131,6 +132,10 @@ def test_each_combination_runs_or_is_refused_before_compiling(real_weights, imag
         assert "incomplete" not in record and len(record["history"]) == 2
         if feature == "save_every":
             assert Path(str(sidecar).replace(".json", "_00001.png")).is_file()
+        if feature == "precision: bfloat16":  # what ran is said; a CPU splits float32 rows
+            assert record["precision"]["requested"] == "bfloat16"
+            if mode == "spatial":
+                assert record["precision"]["used"] == "float32"
         if feature == "--resume":  # ends where the uninterrupted run ends
             uninterrupted = json.loads(Path(str(sidecar).replace(
                 str(tmp_path / "out"), str(tmp_path / "whole"))).read_text())

@@ -14,12 +14,12 @@ PACKAGE = ROOT / "jstyle"
 
 #: The layers of the guide: the network, losses, objective and optimisers; the loop that
 #: runs them; everything that knows of configs, files and terminals.
-CORE = ("layers", "vgg", "losses", "objective", "optimize", "preprocessing", "metrics",
-        "options", "errors")
+CORE = ("layers", "vgg", "onednn", "losses", "objective", "optimize", "preprocessing",
+        "metrics", "options", "errors")
 ENGINE = ("engine", "transfer", "sharding")
 SHELL = ("config", "inputs", "images", "outputs", "progress", "run", "figures", "api",
          "pipeline", "report", "default_images", "memory", "cache", "fileio", "color", "terminal",
-         "bench", "weights", "xla_cpu")
+         "bench", "weights", "xla_cpu", "precision")
 
 
 def _imports(module: str) -> set[str]:

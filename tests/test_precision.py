@@ -1,0 +1,84 @@
+"""precision: what runs where (jstyle.precision), and the bfloat16 objective against the
+float32 one on the real weights."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jstyle import onednn, precision
+from jstyle.objective import Objective, compute_targets, network_params, total_objective
+
+
+@pytest.fixture(autouse=True)
+def fresh_resolution():
+    precision.resolve.cache_clear()
+    yield
+    precision.resolve.cache_clear()
+
+
+def test_float32_is_always_float32():
+    assert precision.resolve("float32") == ("float32", "float32", "xla", None)
+    assert precision.notice("float32") is None
+
+
+def test_spatial_sharding_on_a_cpu_falls_back_with_its_reason():
+    got = precision.resolve("bfloat16", "spatial")
+    assert got.used == "float32" and "split over devices" in got.reason
+    assert precision.notice("bfloat16", "spatial").startswith(
+        "jstyle: precision bfloat16 is not used here (")
+
+
+def test_a_kernel_that_cannot_be_built_falls_back(monkeypatch):
+    def broken(folder):
+        raise RuntimeError("oneDNN's headers or library are missing")
+
+    monkeypatch.setattr(onednn, "load", broken)
+    got = precision.resolve("bfloat16")
+    assert got.used == "float32" and "missing" in got.reason
+    assert precision.record(got)["fallback"] == got.reason
+
+
+def test_a_cpu_without_bfloat16_instructions_falls_back(monkeypatch):
+    monkeypatch.setattr(onednn, "load",
+                        lambda folder: onednn.Kernels(Path("x.so"), "brgconv:avx512_core"))
+    got = precision.resolve("bfloat16")
+    assert got.used == "float32" and "no bfloat16 instructions" in got.reason
+    monkeypatch.setattr(onednn, "load",
+                        lambda folder: onednn.Kernels(Path("x.so"), "brgconv:avx512_core_bf16"))
+    precision.resolve.cache_clear()
+    got = precision.resolve("bfloat16")
+    assert got == ("bfloat16", "bfloat16", "onednn:brgconv:avx512_core_bf16", None)
+    assert precision.record(got) == {"requested": "bfloat16", "used": "bfloat16",
+                                     "convolutions": "onednn:brgconv:avx512_core_bf16"}
+
+
+def test_bfloat16_objective_is_the_float32_one_to_a_few_percent(real_weights, rng):
+    """The network in bfloat16 (oneDNN's convolutions where the kernel loads, else XLA's):
+    the loss within 5% and the gradient pointing the same way; the optimiser's inputs and
+    outputs stay float32."""
+    precision.resolve("bfloat16")  # loads the kernel where this machine can
+    base = Objective((("relu4_2", 1.0),), tuple((n, 0.2) for n in
+                     ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")),
+                     1.0, 1e3, 0.0, "avg", real_weights.preprocessing)
+    content = rng.random((32, 48, 3), dtype=np.float32)
+    style = rng.random((32, 48, 3), dtype=np.float32)
+    x = rng.random((32, 48, 3), dtype=np.float32)
+    out = {}
+    for name in ("float32", "bfloat16"):
+        objective = dataclasses.replace(base, precision=name)
+        params = network_params(real_weights.params, objective)
+        assert {p.dtype.name for p in jax.tree.leaves(params)} == {name}
+        targets = jax.jit(compute_targets, static_argnums=3)(params, content, [style],
+                                                              objective)
+        value, grad = jax.jit(jax.value_and_grad(total_objective), static_argnums=3)(
+            x, params, targets, objective)
+        assert value.dtype == grad.dtype == np.float32
+        out[name] = float(value), np.asarray(grad).ravel()
+    (v32, g32), (v16, g16) = out["float32"], out["bfloat16"]
+    assert abs(v16 - v32) / v32 < 0.05
+    assert g16 @ g32 / np.linalg.norm(g16) / np.linalg.norm(g32) > 0.99
