@@ -41,6 +41,30 @@ def test_markdown_report_has_ratios_first_and_failures():
     assert "| 128x96 | 0.50 | n/a | 500 | n/a | 1000 | n/a |" in text
     assert "| ratio jstyle / torch | 0.50 |" in text
     assert "torch_compile: no compiler" in text
+    assert "bfloat16" not in text  # float32 alone unless asked
+
+
+def test_markdown_report_sets_bfloat16_beside_float32():
+    m = {"median_s": 0.4, "in_loop_s": 0.3, "loss": 2.0}
+    record = {
+        "ceiling_gflops": 200.0, "precisions": ["float32", "bfloat16"],
+        "matmul": {"jax": {"gflops": 200.0}, "torch": {"gflops": 150.0}},
+        "evaluations": [{"size": 128, "width": 128, "height": 96, "gflop": 17.7,
+                         "jax": {**m, "loss": 4.0}, "torch": {"median_s": 0.5},
+                         "jax_bfloat16": {**m, "median_s": 0.2},
+                         "torch_bfloat16": {"error": "no bf16"},
+                         "jax_vs_torch": 0.8, "jax_vs_torch_compile": None}],
+        "startup": {"cold": {}, "warm": {}},
+        "lbfgs": {"size": 256, "iterations": 100, "memory": 20,
+                  "jax": {"seconds": 10.0}, "torch": {"seconds": 20.0},
+                  "jax_bfloat16": {"seconds": 5.0, "evaluations": 101, "final_loss": 1e9},
+                  "torch_bfloat16": {"error": "no bf16"}},
+    }
+    text = markdown(record)
+    # bf16 / f32, bf16 / torch bf16 (failed), bf16 / torch f32, ms, in loop, torch, loss
+    assert "| 128x96 | 0.50 | n/a | 0.40 | 200 | 300 | n/a | 0.5000 |" in text
+    assert "| jstyle (L-BFGS), bfloat16 | 5.0 | 101 | 1e+09 |" in text
+    assert "| ratio jstyle bfloat16 / torch float32 | 0.25 |" in text
 
 
 def test_quality_report_reads_delivered_losses_at_evaluation_counts():

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from jstyle.layers import CONV_CHANNELS, PAPER_CONTENT_LAYERS, PAPER_STYLE_LAYERS, deepest
+from jstyle.options import PRECISIONS
 
 ASPECT = 3 / 4  # height / width of every benchmark image (the paper's photo is 4:3)
 
@@ -114,6 +115,7 @@ def require(modules: list[str]) -> str | None:
 def run_benchmarks(args: argparse.Namespace, log) -> dict[str, Any]:
     """Every measurement the command line asks for, as one JSON-ready record."""
     last = deepest(PAPER_CONTENT_LAYERS + PAPER_STYLE_LAYERS)
+    precisions = ["float32", *[p for p in dict.fromkeys(args.precisions) if p != "float32"]]
     record: dict[str, Any] = {
         "machine": machine(),
         "command": " ".join(["python -m jstyle.bench", *sys.argv[1:]]),
@@ -148,6 +150,10 @@ def run_benchmarks(args: argparse.Namespace, log) -> dict[str, Any]:
                 m["of_ceiling"] = m["gflops"] / best if best else None
         row["jax_vs_torch"] = _ratio(row["jax"], row["torch"])
         row["jax_vs_torch_compile"] = _ratio(row["jax"], row.get("torch_compile", {}))
+        for p in precisions[1:]:  # the same evaluation with the network in p
+            for fw in ("jax", "torch"):
+                log(f"{size} px: {fw} {p}")
+                row[f"{fw}_{p}"] = _worker({"kind": f"eval_{fw}", "precision": p, **common}, t)
         rows.append(row)
     record["evaluations"] = rows
 
@@ -165,8 +171,13 @@ def run_benchmarks(args: argparse.Namespace, log) -> dict[str, Any]:
     e2e["torch"] = _worker({"kind": "lbfgs_torch", **spec}, t)
     if "seconds" in e2e["jax"] and "seconds" in e2e["torch"]:
         e2e["jax_vs_torch"] = e2e["jax"]["seconds"] / e2e["torch"]["seconds"]
+    for p in precisions[1:]:
+        for fw in ("jax", "torch"):
+            log(f"L-BFGS end to end: {fw} {p}")
+            e2e[f"{fw}_{p}"] = _worker({"kind": f"lbfgs_{fw}", "precision": p, **spec}, t)
     record["lbfgs"] = {"size": args.e2e_size, "iterations": args.iterations,
                        "memory": args.memory, **e2e}
+    record["precisions"] = precisions
     return record
 
 
@@ -212,10 +223,39 @@ def markdown(record: dict[str, Any]) -> str:
         out.append(f"| {name} | {_fmt(m.get('seconds'), '.1f')} | {m.get('evaluations', 'n/a')} "
                    f"| {_fmt(m.get('final_loss'), '.4g')} |")
     out.append(f"| ratio jstyle / torch | {_fmt(lb.get('jax_vs_torch'), '.2f')} | | |")
+    for p in record.get("precisions", ["float32"])[1:]:
+        for fw, name in (("jax", "jstyle (L-BFGS)"), ("torch", "torch.optim.LBFGS")):
+            m = lb.get(f"{fw}_{p}", {})
+            out.append(f"| {name}, {p} | {_fmt(m.get('seconds'), '.1f')} | "
+                       f"{m.get('evaluations', 'n/a')} | {_fmt(m.get('final_loss'), '.4g')} |")
+        out.append(f"| ratio jstyle {p} / torch float32 | "
+                   f"{_fmt(_seconds_ratio(lb.get(f'jax_{p}', {}), lb['torch']), '.2f')} | | |")
+        out += ["", precision_table(record, p)]
     errors = [f"{k}: {v['error']}" for r in record["evaluations"] for k, v in r.items()
               if isinstance(v, dict) and "error" in v]
     if errors:
         out += ["", "Failed measurements: " + "; ".join(errors)]
+    return "\n".join(out)
+
+
+def _seconds_ratio(a: dict, b: dict) -> float | None:
+    if "seconds" in a and "seconds" in b:
+        return a["seconds"] / b["seconds"]
+    return None
+
+
+def precision_table(record: dict[str, Any], p: str) -> str:
+    """One evaluation with the network in ``p`` against float32, in both frameworks."""
+    out = [f"| size | JAX {p} / float32 | JAX {p} / torch {p} | JAX {p} / torch float32 | "
+           f"JAX {p} ms | JAX {p} in loop ms | torch {p} ms | loss {p} / float32 |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in record["evaluations"]:
+        j, t, j32 = r.get(f"jax_{p}", {}), r.get(f"torch_{p}", {}), r["jax"]
+        loss = j.get("loss") / j32["loss"] if "loss" in j and j32.get("loss") else None
+        out.append(f"| {r['width']}x{r['height']} | {_fmt(_ratio(j, j32), '.2f')} | "
+                   f"{_fmt(_ratio(j, t), '.2f')} | {_fmt(_ratio(j, r['torch']), '.2f')} | "
+                   f"{_ms(j)} | {_fmt(j.get('in_loop_s') and j['in_loop_s'] * 1e3, '.0f')} | "
+                   f"{_ms(t)} | {_fmt(loss, '.4f')} |")
     return "\n".join(out)
 
 
@@ -253,6 +293,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--e2e-size", type=int, default=256, help="size of the end-to-end run")
     p.add_argument("--memory", type=int, default=20, help="L-BFGS history size (both)")
     p.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile")
+    p.add_argument("--precisions", nargs="+", default=["float32"], choices=PRECISIONS,
+                   help="float32 always first; bfloat16 adds each evaluation and the L-BFGS "
+                   "run with the network in bfloat16, in both frameworks")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
     p.add_argument("--out", type=Path, default=Path("out/bench"),
                    help="folder for results.json and time_per_eval.png")

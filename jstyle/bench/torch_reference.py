@@ -146,6 +146,10 @@ class TorchObjective(torch.nn.Module):
         self.net = TorchVGG19(
             params, objective.layers, objective.pooling, channels_last=channels_last
         )
+        # objective.precision: the network in bfloat16 (oneDNN's bf16 convolutions), the
+        # losses in float32, as jstyle does it
+        self._dtype = getattr(torch, objective.precision)
+        self.net.to(self._dtype)
         prep = objective.preprocessing
         self._pixel_range = float(prep.pixel_range)
         self._bgr = prep.channel_order == "BGR"
@@ -166,8 +170,9 @@ class TorchObjective(torch.nn.Module):
         return x if self._unit_std else x / self.std
 
     def features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Responses ``(1, N, h, w)`` of every layer the objective reads."""
-        return self.net(self.to_network(image))
+        """Responses ``(1, N, h, w)`` of every layer the objective reads (float32)."""
+        out = self.net(self.to_network(image).to(self._dtype))
+        return out if self._dtype == torch.float32 else {k: v.float() for k, v in out.items()}
 
     @torch.no_grad()
     def set_targets(

@@ -11,6 +11,7 @@ and style painting at the given size, float32, and the same white-noise image.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -31,18 +32,24 @@ def _peak_rss_mb() -> float:
     return peak_rss_bytes() / 2**20
 
 
-def _problem(height: int, width: int):
-    """Weights, objective, content, style and the noise image shared by both frameworks."""
+def _problem(height: int, width: int, precision: str = "float32"):
+    """Weights, objective, content, style and the noise image shared by both frameworks.
+    ``precision`` other than float32 loads what JAX needs for it here (jstyle.precision)
+    and fails the measurement, with the reason, where this machine falls back."""
     from jstyle import default_images
     from jstyle.config import Config
     from jstyle.images import fit_longest, from_array, to_array
     from jstyle.objective import Objective
+    from jstyle.precision import resolve
     from jstyle.weights import ensure_weights, load_weights
 
     weights = load_weights(ensure_weights())
     c = Config()
+    used = resolve(precision)
+    if used.reason:
+        raise RuntimeError(f"precision {precision} falls back here: {used.reason}")
     objective = Objective(c.content_layers, c.style_layers, c.content_weight, c.style_weight,
-                          c.tv_weight, c.pooling, weights.preprocessing)
+                          c.tv_weight, c.pooling, weights.preprocessing, precision=precision)
     content = to_array(fit_longest(from_array(default_images.default_content_image()),
                                    max(height, width)).resize((width, height)))
     style = default_images.swirl_painting(height, width)
@@ -65,18 +72,20 @@ def eval_jax(spec: dict) -> dict:
     """Median time of one jitted loss-and-gradient evaluation in JAX/XLA."""
     import jax
 
-    from jstyle.objective import compute_targets, total_objective
+    from jstyle.objective import compute_targets, network_params, total_objective
 
-    weights, objective, content, style, noise = _problem(spec["height"], spec["width"])
-    targets = compute_targets(weights.params, content, [style], objective)
+    weights, objective, content, style, noise = _problem(spec["height"], spec["width"],
+                                                         spec.get("precision", "float32"))
+    params = network_params(weights.params, objective)
+    targets = compute_targets(params, content, [style], objective)
     step = jax.jit(jax.value_and_grad(total_objective), static_argnums=3)
     x = jax.device_put(noise)
     t0 = time.perf_counter()
-    compiled = step.lower(x, weights.params, targets, objective).compile()
+    compiled = step.lower(x, params, targets, objective).compile()
     compile_s = time.perf_counter() - t0
 
     def run():
-        value, grad = compiled(x, weights.params, targets)
+        value, grad = compiled(x, params, targets)
         grad.block_until_ready()
         return value
 
@@ -92,10 +101,10 @@ def eval_jax(spec: dict) -> dict:
             return x - 1e-12 * grad
         return jax.lax.fori_loop(0, n, body, x)
 
-    loop = jax.jit(steps).lower(x, weights.params, targets).compile()
-    loop(x, weights.params, targets).block_until_ready()
+    loop = jax.jit(steps).lower(x, params, targets).compile()
+    loop(x, params, targets).block_until_ready()
     t0 = time.perf_counter()
-    loop(x, weights.params, targets).block_until_ready()
+    loop(x, params, targets).block_until_ready()
     in_loop = (time.perf_counter() - t0) / n
     out = {"median_s": median, "times": times, "in_loop_s": in_loop, "compile_s": compile_s,
            "loss": float(run()), "device": str(jax.devices()[0])}
@@ -111,6 +120,7 @@ def _torch_objective(spec: dict):
     from jstyle.bench.torch_reference import TorchObjective
 
     weights, objective, content, style, noise = _problem(spec["height"], spec["width"])
+    objective = dataclasses.replace(objective, precision=spec.get("precision", "float32"))
     module = TorchObjective(weights.params, objective)
     module.set_targets(content, [style])
     return torch, module, noise
@@ -187,7 +197,8 @@ def lbfgs_jax(spec: dict) -> dict:
     from jstyle.optimize import make_solver
     from jstyle.transfer import stylize
 
-    weights, objective, content, style, noise = _problem(spec["height"], spec["width"])
+    weights, objective, content, style, noise = _problem(spec["height"], spec["width"],
+                                                         spec.get("precision", "float32"))
     solver = make_solver("lbfgs", lbfgs_backend=spec.get("backend", "jstyle"),
                          lbfgs_memory=spec["memory"])
     result = stylize(weights.params, content, [style], objective, solver,
@@ -215,8 +226,6 @@ def memory_jax(spec: dict) -> dict:
     """A few L-BFGS iterations (the CLI's code path), with or without rematerialisation: the
     memory estimate, XLA's temporary buffers of the compiled optimisation chunk, and time per
     iteration (the peak RSS is added by :func:`main`)."""
-    import dataclasses
-
     from jstyle import engine, transfer
     from jstyle.config import Config
     from jstyle.memory import estimate_bytes
