@@ -21,6 +21,7 @@ import yaml
 from jstyle.errors import JStyleError
 from jstyle.layers import LAYERS, PAPER_CONTENT_LAYERS, PAPER_STYLE_LAYERS, downsampling
 from jstyle.options import (
+    BLENDED_STYLE_LOSSES,
     BOUNDS,
     LBFGS_BACKENDS,
     LINE_SEARCHES,
@@ -30,6 +31,7 @@ from jstyle.options import (
     PRECISIONS,
     PRESERVE_COLOR,
     SHARDING_MODES,
+    STYLE_LOSSES,
     check_weights_value,
 )
 
@@ -108,6 +110,10 @@ class Config:
     style_layers: LayerWeights = _key(
         tuple((n, 1.0 / len(PAPER_STYLE_LAYERS)) for n in PAPER_STYLE_LAYERS),
         "style layers: a list (w_l = 1/count each, eq. 5) or a mapping layer: w_l")
+    style_loss: tuple[tuple[str, float], ...] = _key(
+        (("gram", 1.0),), "the style loss at every style layer: gram (the paper's Gram "
+        "matrices, eq. 4), mean_std, wasserstein, sliced_wasserstein, histogram, mrf or remd "
+        "(see the README's Style losses), or a mapping loss: weight to add several")
     pooling: str = _key("avg", "avg (the paper) or max (as VGG-19 was trained)", choices=POOLING)
     tv_weight: float = _key(0.0, "total-variation smoothing weight (0: off, as in the paper)")
     save_every: int = _key(0, "also save the image every N iterations (0: only at the end)")
@@ -138,6 +144,7 @@ class Config:
         out["coarse_sizes"] = list(self.coarse_sizes)
         out["content_layers"] = dict(self.content_layers)
         out["style_layers"] = dict(self.style_layers)
+        out["style_loss"] = dict(self.style_loss)
         return out
 
     @property
@@ -250,6 +257,25 @@ def _layers(key: str, value: Any, list_weight: str) -> LayerWeights:
     return tuple(pairs)
 
 
+def _style_loss(value: Any) -> tuple[tuple[str, float], ...]:
+    key = "style_loss"
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list) and all(isinstance(name, str) for name in value) and value:
+        value = dict.fromkeys(value, 1.0)
+    if not isinstance(value, Mapping) or not value:
+        raise _fail(key, f"expected a loss name or a mapping loss: weight, got {_shown(value)}")
+    pairs = []
+    for name, weight in value.items():
+        if name not in STYLE_LOSSES:
+            raise _fail(key, f"unknown style loss {name!r}{_suggest(str(name), STYLE_LOSSES)}; "
+                        f"choose from {', '.join(STYLE_LOSSES)}")
+        pairs.append((name, _number(f"{key}.{name}", weight, float, 0.0)))
+    if not any(w > 0 for _, w in pairs):
+        raise _fail(key, "needs at least one loss with a weight above 0")
+    return tuple(pairs)
+
+
 def _validate(key: str, value: Any) -> Any:
     """One key's value, checked and normalised."""
     choices = FIELDS[key].metadata.get("choices")
@@ -302,6 +328,8 @@ def _validate(key: str, value: Any) -> Any:
         return _number(key, value, float, 0.0, strict=True)
     if key in ("content_weight", "style_weight", "tv_weight"):
         return _number(key, value, float, 0.0)
+    if key == "style_loss":
+        return _style_loss(value)
     if key == "content_layers":
         return _layers(key, value, "one")
     if key == "style_layers":
@@ -342,6 +370,15 @@ def resolve(values: Mapping[str, Any]) -> Config:
             raise _fail("masks", "each style image styles its own masked region, so "
                         "style_blend_weights (which blends styles everywhere) does not apply; "
                         "drop one of the two")
+    others = [name for name, _ in config.style_loss if name != "gram"]
+    if config.masks and others:
+        raise _fail("style_loss", f"{', '.join(others)} has no per-region form: masks "
+                    "need style_loss: gram")
+    single = [name for name in others if name not in BLENDED_STYLE_LOSSES]
+    if count > 1 and single:
+        raise _fail("style_loss", f"{', '.join(single)} matches one style image's "
+                    f"distribution, and {count} are given; give one, or use "
+                    f"{', '.join(BLENDED_STYLE_LOSSES)} (which blend several)")
     if config.sharding != "none" and config.masks:
         raise _fail("sharding", "spatial control (masks) runs on one device; set sharding: none")
     if config.sharding == "batch" and config.preserve_color != "none":

@@ -53,8 +53,10 @@ import numpy as np
 __all__ = ["gram_matrix", "content_loss", "style_layer_loss", "style_loss",
     "guided_gram_matrix", "guided_style_layer_loss", "total_variation_loss", "total_loss",
     "MeanStd", "mean_std_target", "mean_std_layer_loss",
-    "psd_sqrtm", "Gaussian", "wasserstein_target", "wasserstein_layer_loss",
+    "psd_sqrtm", "trace_sqrt", "Gaussian", "wasserstein_target", "wasserstein_layer_loss",
     "sliced_wasserstein_target", "sliced_wasserstein_projected", "sliced_wasserstein_layer_loss",
+    "SlicedTarget", "sliced_wasserstein_fixed_target", "sliced_wasserstein_fixed_layer_loss",
+    "random_directions",
     "histogram_target", "histogram_layer_loss",
     "MRFTarget", "mrf_target", "mrf_layer_loss",
     "REMDTarget", "remd_target", "remd_layer_loss", "remd_moment_loss"]
@@ -378,7 +380,7 @@ def wasserstein_target(F_style: Array) -> Gaussian:
     return Gaussian(mu, cov, psd_sqrtm(cov))
 
 
-def wasserstein_layer_loss(F: Array, target: Gaussian, eps: float = 1e-6) -> Array:
+def wasserstein_layer_loss(F: Array, target: Gaussian, iterations: int = 20) -> Array:
     """The squared 2-Wasserstein distance between Gaussians fitted to the responses
     (Mroueh 2019, "Wasserstein Style Transfer", arXiv:1905.12828; the closed form of
     Dowson & Landau 1982, "The Frechet distance between multivariate normal
@@ -388,14 +390,16 @@ def wasserstein_layer_loss(F: Array, target: Gaussian, eps: float = 1e-6) -> Arr
                 - 2 tr((Sigma_s^{1/2} Sigma Sigma_s^{1/2})^{1/2}),
 
     mu, Sigma the mean and covariance over the M positions (normalised by M). The last
-    (Bures) term goes through :func:`psd_sqrtm`, whose gradient stays finite for a
-    rank-deficient Sigma (fewer positions than channels, dead channels). Float error can
-    leave the value a little below 0 when the two Gaussians coincide.
+    (Bures) term goes through :func:`trace_sqrt` (Newton-Schulz: matrix products), whose
+    gradient stays finite for a rank-deficient Sigma (fewer positions than channels, dead
+    channels); the style's Sigma_s^{1/2} is the target's, computed once by
+    :func:`psd_sqrtm`. Float error can leave the value a little below 0 when the two
+    Gaussians coincide.
 
     Args:
       F: the generated image's responses, ``(..., H, W, N)``.
       target: :func:`wasserstein_target` of the style image.
-      eps: the floor of :func:`psd_sqrtm`'s derivative; static.
+      iterations: :func:`trace_sqrt`'s Newton steps; static.
 
     Returns:
       ``(...)``: one value per image.
@@ -403,11 +407,34 @@ def wasserstein_layer_loss(F: Array, target: Gaussian, eps: float = 1e-6) -> Arr
     n = F.shape[-1]
     mu, cov = _mean_cov(_positions(F))
     root = target.cov_sqrt
-    cross = psd_sqrtm(jnp.matmul(jnp.matmul(root, cov), root), eps)
     trace = functools.partial(jnp.trace, axis1=-2, axis2=-1)
     w2 = (jnp.sum(jnp.square(mu - target.mean), axis=-1)
-          + trace(cov) + trace(target.cov) - 2.0 * trace(cross))
+          + trace(cov) + trace(target.cov)
+          - 2.0 * trace_sqrt(jnp.matmul(jnp.matmul(root, cov), root), iterations))
     return w2 / n
+
+
+def trace_sqrt(K: Array, iterations: int = 20) -> Array:
+    """tr(K^{1/2}) of symmetric PSD matrices ``(..., N, N)`` by the coupled Newton-Schulz
+    iteration (Higham 2008, "Functions of Matrices", eq. 6.35): matrix products only,
+    differentiated through, where an eigendecomposition (:func:`psd_sqrtm`) costs
+    about ten times as much on a CPU. K is scaled by its trace, so that the iteration
+    converges; ``iterations`` Newton steps resolve eigenvalues down to about 1.5^-iterations
+    of the trace, and smaller ones, which add at most their square roots to the trace,
+    keep the gradient finite where K is rank-deficient (the exact derivative is not).
+
+    Returns:
+      ``(...)``: one value per matrix.
+    """
+    n = K.shape[-1]
+    total = jnp.trace(K, axis1=-2, axis2=-1)
+    scale = jnp.where(total > 0, total, 1.0)  # K = 0: 0, and a zero gradient, not NaN
+    eye = jnp.eye(n, dtype=K.dtype)
+    Y, Z = K / scale[..., None, None], jnp.broadcast_to(eye, K.shape)
+    for _ in range(iterations):
+        T = 0.5 * (3.0 * eye - jnp.matmul(Z, Y))
+        Y, Z = jnp.matmul(Y, T), jnp.matmul(T, Z)
+    return jnp.where(total > 0, jnp.trace(Y, axis1=-2, axis2=-1) * jnp.sqrt(scale), 0.0)
 
 
 def sliced_wasserstein_target(F_style: Array) -> Array:
@@ -465,10 +492,47 @@ def sliced_wasserstein_layer_loss(
     """
     n = F.shape[-1]
     count = n if num_projections is None else num_projections
-    dtype = jnp.promote_types(F.dtype, jnp.float32)
-    V = jax.random.normal(key, (count, n), dtype)
-    V = V / jnp.linalg.norm(V, axis=-1, keepdims=True)
+    V = random_directions(key, count, n, jnp.promote_types(F.dtype, jnp.float32))
     return sliced_wasserstein_projected(F, target, V)
+
+
+class SlicedTarget(NamedTuple):
+    """Unit directions ``(P, N)`` fixed for a run and the style's responses projected on
+    them and sorted over positions, ``(..., M_s, P)``."""
+
+    directions: Array
+    sorted_projections: Array
+
+
+def sliced_wasserstein_fixed_target(F_style: Array, directions: Array) -> SlicedTarget:
+    """:func:`sliced_wasserstein_projected`'s style side, done once for directions fixed
+    for a whole run (Heitz et al. 2021, eqs. 5-8): each eval then sorts only the
+    generated image's projections.
+
+    Args:
+      F_style: the style image's responses, ``(..., H, W, N)``.
+      directions: unit directions, ``(P, N)``.
+    """
+    V = jnp.asarray(directions)
+    projected = jnp.matmul(_positions(F_style), jnp.swapaxes(V, -1, -2))
+    return SlicedTarget(V, jnp.sort(projected, axis=-2))
+
+
+def sliced_wasserstein_fixed_layer_loss(F: Array, target: SlicedTarget) -> Array:
+    """:func:`sliced_wasserstein_projected` against a :func:`sliced_wasserstein_fixed_target`:
+    the same value, the style's sort done once. ``(...)``: one value per image."""
+    V = jnp.swapaxes(target.directions, -1, -2)
+    X = _positions(F)
+    projected = jnp.sort(jnp.matmul(X, V), axis=-2)
+    style = _quantiles(target.sorted_projections, X.shape[-2])
+    return jnp.mean(jnp.square(projected - style), axis=(-2, -1))
+
+
+def random_directions(key: Array, count: int, n: int, dtype=jnp.float32) -> Array:
+    """``count`` random unit directions in R^n, ``(count, n)`` (normal samples scaled to
+    length 1), as :func:`sliced_wasserstein_layer_loss` draws them."""
+    V = jax.random.normal(key, (count, n), dtype)
+    return V / jnp.linalg.norm(V, axis=-1, keepdims=True)
 
 
 def histogram_target(F_style: Array, num_quantiles: int | None = None) -> Array:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from jstyle import losses
-from jstyle.layers import downsampling
+from jstyle import losses, style_losses
+from jstyle.layers import downsampling, layer_index
+from jstyle.options import STYLE_LOSSES
 from jstyle.preprocessing import Preprocessing, to_network
 from jstyle.vgg import extract_features
 
@@ -45,6 +46,10 @@ class Objective:
       remat: rematerialise the network's blocks in the backward pass (``jax.checkpoint``):
         the same loss and gradient, about a fifth more time; measured on CPU it does not
         lower the peak memory of the paper's objective (see :mod:`jstyle.memory`).
+      style_losses: ``((name, weight), ...)``: the style loss(es) of eq. 5 at every style
+        layer, each times its weight (the paper: ``(("gram", 1.0),)``, eq. 4; the others:
+        :mod:`jstyle.style_losses`).
+      seed: draws what a style loss fixes for a run (projections, sampled positions).
       precision: ``"float32"`` (the paper) or ``"bfloat16"``: the network (its weights,
         convolutions, poolings and responses) in bfloat16, with float32 accumulation in
         the convolutions; the losses, the Gram matrices, the image and its gradient, and
@@ -61,6 +66,8 @@ class Objective:
     preprocessing: Preprocessing
     remat: bool = False
     precision: str = "float32"
+    style_losses: tuple[tuple[str, float], ...] = (("gram", 1.0),)
+    seed: int = 0
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -73,7 +80,8 @@ class Objective:
         (:class:`Targets`), so that they are data to the compiled program, not constants."""
         return {"alpha": self.content_weight, "beta": self.style_weight, "tv": self.tv_weight,
                 **{f"content/{n}": w for n, w in self.content_layers},
-                **{f"style/{n}": w for n, w in self.style_layers}}
+                **{f"style/{n}": w for n, w in self.style_layers},
+                **{f"loss/{n}": w for n, w in self.style_losses}}
 
     def program(self) -> Objective:
         """This objective with every weight set to 1 (the total-variation weight to 1 or
@@ -82,7 +90,13 @@ class Objective:
         return dataclasses.replace(
             self, content_layers=tuple((n, 1.0) for n, _ in self.content_layers),
             style_layers=tuple((n, 1.0) for n, _ in self.style_layers), content_weight=1.0,
-            style_weight=1.0, tv_weight=1.0 if self.tv_weight else 0.0)
+            style_weight=1.0, tv_weight=1.0 if self.tv_weight else 0.0,
+            style_losses=tuple((n, 1.0) for n, _ in self.style_losses))
+
+    @property
+    def gram(self) -> bool:
+        """Whether eq. 4's Gram matrices are among the style losses."""
+        return any(name == "gram" for name, _ in self.style_losses)
 
 
 class Targets(NamedTuple):
@@ -90,6 +104,9 @@ class Targets(NamedTuple):
 
     With spatial control (``masks``), ``style[l]`` holds one target per region
     ``(R, N, N)`` and ``masks[l]`` the regions' masks at layer l's resolution ``(R, h, w)``.
+    ``statistics``: the targets of the style losses other than the Gram matrices'
+    (:mod:`jstyle.style_losses`), by loss and layer (``style`` is then empty unless
+    ``gram`` is among them too).
     ``weights``: eq. 7's weights (:meth:`Objective.weights`) as arrays, read by
     :func:`loss_terms` in place of the objective's own, so that one compiled program serves
     every weight setting of a layer set (:meth:`Objective.program`; the engine sets them);
@@ -100,6 +117,7 @@ class Targets(NamedTuple):
     style: dict[str, Array]
     masks: dict[str, Array] | None = None
     weights: dict[str, Array] | None = None  # Objective.weights() as arrays; None: the objective's
+    statistics: dict[str, dict[str, Any]] | None = None  # by style loss but gram, by layer
 
 
 def network_params(params: dict, objective: Objective) -> dict:
@@ -155,19 +173,43 @@ def compute_targets(
     its Gram matrix is rescaled to the region's area at each layer (M_r / M_style), and
     the masks are kept at each style layer's resolution for
     :func:`jstyle.losses.guided_style_layer_loss`. ``style_blend`` does not apply.
+
+    The style losses other than the Gram matrices' (:attr:`Objective.style_losses`) get
+    their targets from :mod:`jstyle.style_losses`, layer by layer, with keys drawn from
+    :attr:`Objective.seed`; they take no masks.
     """
     content_names = [n for n, _ in objective.content_layers]
     style_names = [n for n, _ in objective.style_layers]
     content = features(params, content_image, objective, content_names)
     height, width = content_image.shape[-3:-1]
+    responses = [features(params, image, objective, style_names) for image in style_images]
+    if style_blend is None:
+        style_blend = [1.0 / len(style_images)] * len(style_images)
+    statistics = None
+    others = [name for name, _ in objective.style_losses if name != "gram"]
+    if others:
+        if masks is not None:
+            raise ValueError(f"style losses {others} have no per-region form; masks need "
+                             "style_loss: gram")
+        seed = jax.random.PRNGKey(objective.seed)
+        statistics = {}
+        for name in others:
+            statistics[name] = {}
+            for layer in style_names:
+                d = downsampling(layer)
+                key = jax.random.fold_in(jax.random.fold_in(seed, layer_index(layer)),
+                                         STYLE_LOSSES.index(name))
+                statistics[name][layer] = style_losses.targets(
+                    name, [r[layer] for r in responses], style_blend, key,
+                    (height // d, width // d))
     grams = []
-    for image in style_images:
-        style = {}
-        for name, F in features(params, image, objective, style_names).items():
+    for style in responses if objective.gram else []:
+        scaled = {}
+        for name, F in style.items():
             d = downsampling(name)
             positions = (height // d) * (width // d) / (F.shape[-3] * F.shape[-2])
-            style[name] = positions * losses.gram_matrix(F)
-        grams.append(style)
+            scaled[name] = positions * losses.gram_matrix(F)
+        grams.append(scaled)
     if masks is not None:
         if len(masks) != len(style_images):
             raise ValueError(f"{len(masks)} masks for {len(style_images)} style images")
@@ -178,11 +220,9 @@ def compute_targets(
         style = {name: jnp.stack([g[name] for g in grams]) * area[name][:, None, None]
                  for name in style_names}
         return Targets(content=content, style=style, masks=by_layer)
-    if style_blend is None:
-        style_blend = [1.0 / len(style_images)] * len(style_images)
     style = {name: sum(b * g[name] for g, b in zip(grams, style_blend, strict=True))
-             for name in style_names}
-    return Targets(content=content, style=style)
+             for name in style_names} if grams else {}
+    return Targets(content=content, style=style, statistics=statistics)
 
 
 def loss_terms(image: Array, params: dict, targets: Targets, objective: Objective) -> dict:
@@ -190,19 +230,26 @@ def loss_terms(image: Array, params: dict, targets: Targets, objective: Objectiv
     The weights are the targets' (:class:`Targets`), else the objective's.
 
     Keys: ``total``, ``content``, ``style``, ``tv``, ``content/<layer>``,
-    ``style/<layer>`` (the latter two unweighted: eq. 1 and eq. 4 as written).
+    ``style/<layer>`` (the latter two not weighted by w_l: eq. 1 and eq. 4 as written, or
+    the style losses' sum, each times its weight).
     """
     F = features(params, image, objective, objective.layers)
     terms = {}
     for name, _ in objective.content_layers:
         terms[f"content/{name}"] = losses.content_loss(F[name], targets.content[name])
-    for name, _ in objective.style_layers:
-        if targets.masks is None:
-            terms[f"style/{name}"] = losses.style_layer_loss(F[name], targets.style[name])
-        else:
-            terms[f"style/{name}"] = losses.guided_style_layer_loss(
-                F[name], targets.style[name], targets.masks[name])
     w = objective.weights() if targets.weights is None else targets.weights
+    for name, _ in objective.style_layers:
+        term = 0.0
+        for loss, _ in objective.style_losses:
+            if loss != "gram":
+                E = style_losses.layer_loss(loss, F[name], targets.statistics[loss][name])
+            elif targets.masks is None:
+                E = losses.style_layer_loss(F[name], targets.style[name])
+            else:
+                E = losses.guided_style_layer_loss(F[name], targets.style[name],
+                                                   targets.masks[name])
+            term = term + w[f"loss/{loss}"] * E
+        terms[f"style/{name}"] = term
     content = sum(w[f"content/{n}"] * terms[f"content/{n}"] for n, _ in objective.content_layers)
     style = sum(w[f"style/{n}"] * terms[f"style/{n}"] for n, _ in objective.style_layers)
     tv = losses.total_variation_loss(image) if objective.tv_weight else jnp.zeros(())

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from jstyle.errors import JStyleError
 
-__all__ = ["OPTIMIZERS", "PRECISIONS", "LBFGS_BACKENDS", "LINE_SEARCHES", "BOUNDS", "POOLING",
-    "INITS", "NOISE_AMPLITUDE", "PRESERVE_COLOR", "SHARDING_MODES", "BASE_VARIANT",
+__all__ = ["OPTIMIZERS", "PRECISIONS", "STYLE_LOSSES", "BLENDED_STYLE_LOSSES",
+    "LBFGS_BACKENDS", "LINE_SEARCHES", "BOUNDS", "POOLING", "INITS", "NOISE_AMPLITUDE",
+    "PRESERVE_COLOR", "SHARDING_MODES", "BASE_VARIANT",
     "NORMALIZED_VARIANT", "VARIANT_FILES", "VARIANTS", "unknown_variant",
     "check_weights_value"]
 
@@ -39,6 +40,17 @@ BOUNDS: tuple[str, ...] = ("box", "none")
 #: The network's arithmetic: float32 (the paper), or bfloat16 where it is faster (see
 #: :mod:`jstyle.precision`); the losses and the optimiser stay float32 either way.
 PRECISIONS: tuple[str, ...] = ("float32", "bfloat16")
+
+#: Style losses (:mod:`jstyle.losses`): the paper's Gram matrices (eq. 4), and the
+#: statistics matched after it: per-channel mean and standard deviation (Li et al. 2017),
+#: the 2-Wasserstein distance of fitted Gaussians, the sliced Wasserstein distance (Heitz et
+#: al. 2021), histograms (Risser et al. 2017), MRF patches (Li & Wand 2016) and the relaxed
+#: earth mover's distance (Kolkin et al. 2019, STROTSS).
+STYLE_LOSSES: tuple[str, ...] = ("gram", "mean_std", "wasserstein", "sliced_wasserstein",
+                                 "histogram", "mrf", "remd")
+#: The style losses that blend several style images (by their Gram matrices' or their
+#: statistics' mixture); the rest match one style image's distribution.
+BLENDED_STYLE_LOSSES: tuple[str, ...] = ("gram", "mean_std", "wasserstein")
 
 #: VGG-19's pooling: average (the paper's) or max (as the network was trained).
 POOLING: tuple[str, ...] = ("avg", "max")

@@ -115,6 +115,8 @@ def objective_and_solver(config: Config, preprocessing):
         preprocessing=preprocessing,
         remat=config.remat,
         precision=resolve(config.precision, config.sharding).used,
+        style_losses=config.style_loss,
+        seed=config.seed,
     )
     solver = make_solver(
         config.optimizer,

@@ -342,6 +342,20 @@ def test_wasserstein_gradient_is_finite_when_rank_deficient(rng):
                                _np_wasserstein(F, S, sqrtm=False), rtol=1e-3, atol=1e-4)
 
 
+def test_trace_sqrt_is_the_trace_of_the_psd_square_root(rng):
+    import scipy.linalg
+
+    X = rng.standard_normal((40, 6))
+    full = X.T @ X / 40
+    low = X[:3].T @ X[:3] / 3  # rank 3 of 6
+    for K in (full, low, np.diag([4.0, 1.0, 1e-4, 0.0, 0.0, 0.0])):
+        expected = np.trace(scipy.linalg.sqrtm(K)).real
+        np.testing.assert_allclose(losses.trace_sqrt(jnp.asarray(K, jnp.float32)), expected,
+                                   rtol=2e-3, atol=1e-5)
+    assert float(losses.trace_sqrt(jnp.zeros((6, 6)))) == 0.0
+    assert np.isfinite(jax.grad(lambda K: losses.trace_sqrt(K))(jnp.zeros((6, 6)))).all()
+
+
 def test_sliced_wasserstein_is_heitz_2021_eq5_8(maps):
     F, S = maps
     target = JITTED["sliced_wasserstein"][0](S)
@@ -361,6 +375,19 @@ def test_sliced_wasserstein_is_heitz_2021_eq5_8(maps):
     assert value == JITTED["sliced_wasserstein"][1](F, target)
     other = _sliced(F, target, jax.random.key(8), num_projections=5)
     assert other.shape == () and other != value
+
+
+def test_sliced_wasserstein_with_fixed_directions_sorts_the_style_once(maps):
+    F, S = maps
+    V = np.asarray(losses.random_directions(jax.random.key(2), 6, N))
+    np.testing.assert_allclose(np.linalg.norm(V, axis=1), 1.0, rtol=1e-6)
+    target = losses.sliced_wasserstein_fixed_target(S, V)
+    assert target.sorted_projections.shape == (49, 6)
+    np.testing.assert_allclose(losses.sliced_wasserstein_fixed_layer_loss(F, target),
+                               _np_sliced(F, S, V), rtol=1e-5)
+    batch = np.stack([F, F[::-1]])
+    np.testing.assert_allclose(losses.sliced_wasserstein_fixed_layer_loss(batch, target),
+                               [_np_sliced(F, S, V), _np_sliced(F[::-1], S, V)], rtol=1e-5)
 
 
 def test_histogram_is_risser_2017_eq4(maps):
