@@ -21,6 +21,8 @@ import yaml
 from jstyle.errors import JStyleError
 from jstyle.layers import LAYERS, PAPER_CONTENT_LAYERS, PAPER_STYLE_LAYERS, downsampling
 from jstyle.options import (
+    BALANCE_RATIO,
+    BALANCES,
     BLENDED_STYLE_LOSSES,
     BOUNDS,
     LBFGS_BACKENDS,
@@ -102,7 +104,7 @@ class Config:
     noise_amplitude: float = _key(
         NOISE_AMPLITUDE, "spread of the white-noise start: each value uniform in 0.5 +- "
         "amplitude/2 (1: uniform in [0, 1]; wider noise survives in the result)")
-    content_weight: float = _key(1.0, "alpha of eq. 7")
+    content_weight: float = _key(1.0, "alpha of eq. 7 (balance: fixed)")
     style_weight: float = _key(1000.0, "beta of eq. 7 (the paper: alpha/beta = 1e-3)")
     content_layers: LayerWeights = _key(
         tuple((n, 1.0) for n in PAPER_CONTENT_LAYERS),
@@ -110,6 +112,13 @@ class Config:
     style_layers: LayerWeights = _key(
         tuple((n, 1.0 / len(PAPER_STYLE_LAYERS)) for n in PAPER_STYLE_LAYERS),
         "style layers: a list (w_l = 1/count each, eq. 5) or a mapping layer: w_l")
+    balance: str = _key(
+        "fixed", "fixed (alpha is content_weight) or auto (alpha set at each stage's start so "
+        "that the content term's gradient is balance_ratio times the style term's: one look "
+        "at every size and under every style loss)", choices=BALANCES)
+    balance_ratio: float = _key(
+        BALANCE_RATIO, "balance: auto's ratio of the content gradient's norm to the style "
+        "gradient's (larger: more content); the default is about alpha/beta = 1e-3 at 512 px")
     style_loss: tuple[tuple[str, float], ...] = _key(
         (("gram", 1.0),), "the style loss at every style layer: gram (the paper's Gram "
         "matrices, eq. 4), mean_std, wasserstein, sliced_wasserstein, histogram, mrf or remd "
@@ -324,7 +333,7 @@ def _validate(key: str, value: Any) -> Any:
             raise _fail(key, f"must be at most 1 (noise beyond [0, 1] would be clipped), got "
                         f"{value!r}")
         return value
-    if key in ("learning_rate", "style_scale"):
+    if key in ("learning_rate", "style_scale", "balance_ratio"):
         return _number(key, value, float, 0.0, strict=True)
     if key in ("content_weight", "style_weight", "tv_weight"):
         return _number(key, value, float, 0.0)
@@ -385,6 +394,9 @@ def resolve(values: Mapping[str, Any]) -> Config:
         raise _fail("sharding", "batch sharding shares one style target across the batch, "
                     "while preserve_color makes one per photo; set preserve_color: none, or "
                     "sharding: none")
+    if config.sharding == "batch" and config.balance == "auto":
+        raise _fail("sharding", "balance: auto measures alpha per photo, while batch sharding "
+                    "shares one; set balance: fixed, or sharding: none")
     if config.sharding == "batch" and config.coarse_sizes:
         raise _fail("sharding", "batch sharding runs at one size; drop coarse_sizes, or set "
                     "sharding: none to run the batch's images one after another")

@@ -431,9 +431,14 @@ def trace_sqrt(K: Array, iterations: int = 20) -> Array:
     scale = jnp.where(total > 0, total, 1.0)  # K = 0: 0, and a zero gradient, not NaN
     eye = jnp.eye(n, dtype=K.dtype)
     Y, Z = K / scale[..., None, None], jnp.broadcast_to(eye, K.shape)
-    for _ in range(iterations):
+
+    def step(_, YZ):
+        Y, Z = YZ
         T = 0.5 * (3.0 * eye - jnp.matmul(Z, Y))
-        Y, Z = jnp.matmul(Y, T), jnp.matmul(T, Z)
+        return jnp.matmul(Y, T), jnp.matmul(T, Z)
+
+    # a loop, not unrolled: one compiled step (reverse mode through its scan)
+    Y, Z = jax.lax.fori_loop(0, iterations, step, (Y, Z))
     return jnp.where(total > 0, jnp.trace(Y, axis1=-2, axis2=-1) * jnp.sqrt(scale), 0.0)
 
 

@@ -24,7 +24,8 @@ from jstyle.preprocessing import Preprocessing, to_network
 from jstyle.vgg import extract_features
 
 __all__ = ["Objective", "Targets", "network_params", "features", "layer_masks",
-    "compute_targets", "loss_terms", "total_objective", "objective_and_terms"]
+    "compute_targets", "loss_terms", "total_objective", "objective_and_terms",
+    "gradient_norms", "balanced_content_weight"]
 
 Array = jax.Array
 
@@ -269,3 +270,33 @@ def objective_and_terms(image: Array, params: dict, targets: Targets,
     the points its optimiser evaluated without evaluating them again."""
     terms = loss_terms(image, params, targets, objective)
     return terms["total"], terms
+
+
+def gradient_norms(image: Array, params: dict, targets: Targets,
+                   objective: Objective) -> tuple[Array, Array]:
+    """||grad L_content|| and ||grad L_style|| at ``image``: the unweighted terms of eq. 7
+    (eq. 1 and eq. 5 with their layer weights, before alpha and beta), from one forward
+    pass and two backward passes."""
+    def both(x):
+        terms = loss_terms(x, params, targets, objective)
+        return terms["content"], terms["style"]
+
+    _, pull = jax.vjp(both, image)
+    one, zero = jnp.ones(()), jnp.zeros(())
+    (content,), (style,) = pull((one, zero)), pull((zero, one))
+    return jnp.linalg.norm(content), jnp.linalg.norm(style)
+
+
+def balanced_content_weight(image: Array, params: dict, targets: Targets,
+                            objective: Objective, ratio: float) -> Array:
+    """The alpha at which the content term pulls ``ratio`` times as hard as the style term
+    at ``image``: alpha ||grad L_content|| = ratio * beta ||grad L_style||, beta the
+    objective's style weight.
+
+    Eq. 7's balance alpha/beta means a different look at every image size (eq. 1 grows with
+    the positions, eq. 4 does not) and under every style loss (each has its own scale);
+    the ratio of the two gradients' norms is what the optimiser feels, so fixing it fixes
+    the balance (``balance: auto``). Not in the paper, which gives alpha/beta per figure.
+    """
+    content, style = gradient_norms(image, params, targets, objective)
+    return ratio * objective.style_weight * style / jnp.maximum(content, 1e-30)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from jstyle.errors import JStyleError
 
-__all__ = ["OPTIMIZERS", "PRECISIONS", "STYLE_LOSSES", "BLENDED_STYLE_LOSSES",
+__all__ = ["OPTIMIZERS", "PRECISIONS", "STYLE_LOSSES", "BLENDED_STYLE_LOSSES", "BALANCES",
+    "BALANCE_RATIO",
     "LBFGS_BACKENDS", "LINE_SEARCHES", "BOUNDS", "POOLING", "INITS", "NOISE_AMPLITUDE",
     "PRESERVE_COLOR", "SHARDING_MODES", "BASE_VARIANT",
     "NORMALIZED_VARIANT", "VARIANT_FILES", "VARIANTS", "unknown_variant",
@@ -51,6 +52,14 @@ STYLE_LOSSES: tuple[str, ...] = ("gram", "mean_std", "wasserstein", "sliced_wass
 #: The style losses that blend several style images (by their Gram matrices' or their
 #: statistics' mixture); the rest match one style image's distribution.
 BLENDED_STYLE_LOSSES: tuple[str, ...] = ("gram", "mean_std", "wasserstein")
+
+#: How alpha is set: ``fixed`` (content_weight as given, scaled by the pixel ratio in
+#: coarse stages) or ``auto`` (measured at each stage's start so that the content term's
+#: gradient is BALANCE_RATIO times the style term's; :mod:`jstyle.objective`).
+BALANCES: tuple[str, ...] = ("fixed", "auto")
+#: ``balance: auto``'s default ratio: what alpha/beta = 1e-3 gives at 512 px with the Gram
+#: loss on jstyle's default images (0.38 measured; 0.017 at 128 px, 0.069 at 256).
+BALANCE_RATIO = 0.4
 
 #: VGG-19's pooling: average (the paper's) or max (as the network was trained).
 POOLING: tuple[str, ...] = ("avg", "max")

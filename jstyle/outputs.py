@@ -205,6 +205,18 @@ def weights_record(weights) -> dict[str, Any]:
                if weights.normalization else {})}
 
 
+def balance_record(config, content_weight: float, result) -> dict[str, Any]:
+    """``balance: auto``'s sidecar entry: the ratio asked for, the alpha it set at the
+    full size, and the weighted terms' ratio alpha L_content / (beta L_style) the delivered
+    image ends at (None when the run stopped before the full size)."""
+    out: dict[str, Any] = {"ratio": config.balance_ratio, "content_weight": content_weight}
+    terms = result.delivered
+    if terms and terms.get("style"):
+        out["delivered_terms_ratio"] = (content_weight * terms["content"]
+                                        / (config.style_weight * terms["style"]))
+    return out
+
+
 def run_record(config, inputs, weights, result, stages: list, history: list[float],
                terms_history: list[dict], evaluations: int, estimate: int,
                started: float) -> dict[str, Any]:

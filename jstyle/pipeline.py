@@ -28,7 +28,7 @@ import numpy as np
 from jstyle.config import Config
 
 __all__ = ["Phase", "ResumePoint", "Outcome", "phases", "objective_and_solver",
-    "load_cached_weights", "run_transfer", "state_template"]
+    "load_cached_weights", "balanced_content_weight", "run_transfer", "state_template"]
 
 
 class Phase(NamedTuple):
@@ -69,13 +69,15 @@ class Outcome(NamedTuple):
     and no losses at the full size (``terms`` and ``delivered`` None). ``stages``: a record
     of each coarse stage run (the one that stopped included, marked ``"complete": False``).
     ``interrupted``: stopped by an interrupt. ``phase``: the phase the run ended in.
-    ``resume``: where to continue, when the run did not complete."""
+    ``resume``: where to continue, when the run did not complete. ``content_weight``: the
+    alpha ``balance: auto`` measured for the phase the run ended in (None: the config's)."""
 
     result: Any
     stages: list[dict]
     interrupted: bool
     phase: Phase
     resume: ResumePoint | None
+    content_weight: float | None = None
 
 
 def phases(config: Config, height: int, width: int) -> list[Phase]:
@@ -180,6 +182,27 @@ def state_template(weights, inputs, config: Config, phase: Phase):
         objective, solver)
 
 
+def balanced_content_weight(weights, content: np.ndarray, styles: list, masks, config: Config,
+                            objective, phase: Phase) -> float:
+    """``balance: auto``'s alpha for ``phase``
+    (:func:`jstyle.objective.balanced_content_weight`), measured at the phase's white-noise
+    start (the config's seed and amplitude, whatever ``init`` says), so that a resumed run
+    measures the alpha it had; its targets are the phase's own."""
+    import jax
+
+    from jstyle.objective import balanced_content_weight as measure
+    from jstyle.objective import compute_targets, network_params
+    from jstyle.transfer import initial_image
+
+    params = network_params(weights.params, objective)
+    targets = jax.jit(compute_targets, static_argnums=3)(
+        params, content, styles, objective, config.style_blend, masks)
+    noise = initial_image("noise", content, styles[0], config.seed, config.noise_amplitude)
+    alpha = jax.jit(measure, static_argnums=3)(noise, params, targets, objective,
+                                               config.balance_ratio)
+    return float(alpha)
+
+
 def _stage_record(phase: Phase, result, earlier: dict | None, complete: bool) -> dict:
     """A coarse stage's record, merged with the part run before a resume (``earlier``)."""
     history = (earlier or {}).get("history", []) + list(result.history)
@@ -221,6 +244,9 @@ def run_transfer(weights, inputs, config: Config, *, resume: ResumePoint | None 
         next((s for s in resume.stages if not s.get("complete", True)), None)
     image = inputs.init if resume is None else resume.image
 
+    def balanced(phase: Phase) -> float | None:
+        return phase.content_weight if config.balance == "auto" else None
+
     def finish(result, phase: Phase):
         """The result at the full size, in the content's colours."""
         out = result.image if not phase.coarse else resized(result.image, height, width)
@@ -256,6 +282,13 @@ def run_transfer(weights, inputs, config: Config, *, resume: ResumePoint | None 
                     from jstyle.sharding import stylize_spatial as run
                 else:
                     kw["masks"] = inputs.masks
+            if config.balance == "auto":
+                phase = phase._replace(content_weight=balanced_content_weight(
+                    weights, stage_content, stage_styles, kw.get("masks"), config, objective,
+                    phase))
+                if log:
+                    log(f"jstyle: {phase.name}: balance auto sets content_weight "
+                        f"{phase.content_weight:.4g}")
             interrupted = False
             try:  # a stop asked for between phases is taken at the next one's first check
                 result = run(weights.params, stage_content, stage_styles,
@@ -275,7 +308,7 @@ def run_transfer(weights, inputs, config: Config, *, resume: ResumePoint | None 
                 if phase.coarse:
                     stopped = f"{phase.name} ({phase.size} px): {stopped}"
                 return Outcome(finish(result._replace(stopped=stopped), phase), stages,
-                               interrupted, phase, point)
+                               interrupted, phase, point, balanced(phase))
             image = result.image
-    return Outcome(finish(result, phase), stages, False, phase, None)
+    return Outcome(finish(result, phase), stages, False, phase, None, balanced(phase))
 

@@ -262,6 +262,8 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
     result, history = _continued(outcome.result, earlier)
     record = outputs.run_record(config, inputs, weights, result, outcome.stages, history,
                                 terms_history, result.evaluations, estimates[0], started)
+    if outcome.content_weight is not None:
+        record["balance"] = outputs.balance_record(config, outcome.content_weight, result)
     resume_at = None
     if outcome.resume is not None:
         resume_at = _incomplete(record, result, len(history), outcome.phase, outcome.resume)

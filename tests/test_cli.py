@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from jstyle.config import FIELDS
+from jstyle.options import STYLE_LOSSES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -512,3 +513,22 @@ def test_a_resume_file_with_another_optimisers_state_continues_from_its_image(ca
     matching = SavedPoint(0, 5, saved.image, jax.tree.leaves(template),
                           str(jax.tree.structure(template)))
     assert run._restored_state(matching, template, tmp_path / "out.png") is not None
+
+
+@pytest.mark.parametrize("loss", STYLE_LOSSES)
+def test_every_style_loss_runs_from_the_command_line(real_weights, tmp_path, photo, loss,
+                                                     monkeypatch, capsys):
+    from jstyle import run
+
+    monkeypatch.setenv("JSTYLE_WEIGHTS", str(real_weights.path))
+    out = tmp_path / f"{loss}.png"
+    code = run.main(["--content", str(photo), "--output", str(out), "--set", "size=32",
+                     "--set", "iterations=3", "--set", f"style_loss={loss}",
+                     "--set", "content_layers=[relu2_2]",
+                     "--set", "style_layers=[relu1_1, relu2_1, relu3_1]", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["config"]["style_loss"] == {loss: 1.0}
+    history = record["history"]
+    assert len(history) == 3 and history[-1] < history[0]
+    assert all(np.isfinite(v) for v in record["delivered_losses"].values())

@@ -29,6 +29,9 @@ CELLS = {
     "--resume": ([], ("ok", "ok", "ok")),
     "optimizer: adam": (["optimizer=adam"], ("ok", "ok", "ok")),
     "precision: bfloat16": (["precision=bfloat16"], ("ok", "ok", "ok")),
+    "style_loss: sliced_wasserstein": (["style_loss=sliced_wasserstein"], ("ok", "ok", "ok")),
+    "balance: auto": (["balance=auto"], ("ok", "balance: auto measures alpha per photo",
+                                         "ok")),
 }
 COMMON = ["--set", "size=48", "--set", "iterations=2", "--set", "content_layers=[relu2_2]",
           "--set", "style_layers=[relu1_1, relu2_1]", "--quiet"]
@@ -132,6 +135,8 @@ def test_each_combination_runs_or_is_refused_before_compiling(real_weights, imag
         assert "incomplete" not in record and len(record["history"]) == 2
         if feature == "save_every":
             assert Path(str(sidecar).replace(".json", "_00001.png")).is_file()
+        if feature == "balance: auto":
+            assert record["balance"]["content_weight"] > 0
         if feature == "precision: bfloat16":  # what ran is said; a CPU splits float32 rows
             assert record["precision"]["requested"] == "bfloat16"
             if mode == "spatial":

@@ -6,6 +6,7 @@ import pytest
 
 from jstyle.config import FIELDS, Config, parse_override, read_yaml, resolve
 from jstyle.errors import JStyleError
+from tests.helpers import one_line_error
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -250,3 +251,33 @@ def test_a_weights_file_named_like_a_home_folder_is_a_file(tmp_path, monkeypatch
 
     with pytest.raises(JStyleError, match="does not exist"):
         ensure_weights("~draft.h5")
+
+
+def test_style_loss_is_a_name_a_list_or_a_mapping():
+    assert resolve({}).style_loss == (("gram", 1.0),)
+    assert resolve({"style_loss": "wasserstein"}).style_loss == (("wasserstein", 1.0),)
+    assert resolve({"style_loss": ["gram", "histogram"]}).style_loss == (
+        ("gram", 1.0), ("histogram", 1.0))
+    both = resolve({"style_loss": {"gram": 1.0, "mean_std": 0.5}})
+    assert both.style_loss == (("gram", 1.0), ("mean_std", 0.5))
+    assert resolve(both.to_dict()).style_loss == both.style_loss
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"style_loss": "wasserstien"}, "did you mean 'wasserstein'"),
+    ({"style_loss": {"gram": 0.0}}, "needs at least one loss with a weight above 0"),
+    ({"style_loss": {"gram": -1}}, "style_loss.gram"),
+    ({"style_loss": 3}, "expected a loss name or a mapping"),
+    ({"style_loss": "mean_std", "masks": ["m.png"]}, "masks need style_loss: gram"),
+    ({"style_loss": "sliced_wasserstein", "style": ["a.jpg", "b.jpg"]},
+     "matches one style image's distribution, and 2 are given"),
+])
+def test_style_loss_refusals_are_one_line(values, message):
+    one_line_error(lambda: resolve(values), message)
+
+
+def test_blending_style_losses_take_several_styles():
+    for name in ("gram", "mean_std", "wasserstein"):
+        config = resolve({"style_loss": name, "style": ["a.jpg", "b.jpg"],
+                          "style_blend_weights": [1, 3]})
+        assert config.style_loss == ((name, 1.0),)

@@ -14,8 +14,8 @@ PACKAGE = ROOT / "jstyle"
 
 #: The layers of the guide: the network, losses, objective and optimisers; the loop that
 #: runs them; everything that knows of configs, files and terminals.
-CORE = ("layers", "vgg", "onednn", "losses", "objective", "optimize", "preprocessing",
-        "metrics", "options", "errors")
+CORE = ("layers", "vgg", "onednn", "losses", "style_losses", "objective", "optimize",
+        "preprocessing", "metrics", "options", "errors")
 ENGINE = ("engine", "transfer", "sharding")
 SHELL = ("config", "inputs", "images", "outputs", "progress", "run", "figures", "api",
          "pipeline", "report", "default_images", "memory", "cache", "fileio", "color", "terminal",

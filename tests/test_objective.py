@@ -85,3 +85,19 @@ def test_a_style_image_of_another_size_is_compared_per_position(random_params, r
     assert result.image.shape == content.shape
 
 
+
+
+def test_balanced_content_weight_sets_the_gradients_ratio(random_params, rng):
+    from jstyle.objective import balanced_content_weight, gradient_norms
+
+    content, style, image = _images(rng)
+    targets = compute_targets(random_params, content, [style], OBJECTIVE)
+    gc, gs = gradient_norms(image, random_params, targets, OBJECTIVE)
+
+    def term(name):
+        return jax.grad(lambda x: loss_terms(x, random_params, targets, OBJECTIVE)[name])(image)
+
+    np.testing.assert_allclose(gc, np.linalg.norm(term("content")), rtol=1e-4)
+    np.testing.assert_allclose(gs, np.linalg.norm(term("style")), rtol=1e-4)
+    alpha = balanced_content_weight(image, random_params, targets, OBJECTIVE, 0.5)
+    np.testing.assert_allclose(alpha * gc, 0.5 * OBJECTIVE.style_weight * gs, rtol=1e-5)
