@@ -257,11 +257,17 @@ def _layers(key: str, value: Any, list_weight: str) -> LayerWeights:
     if not isinstance(value, Mapping) or not value:
         raise _fail(key, f"expected a list of layers or a mapping layer: weight, got "
                     f"{_shown(value)}")
+    return _weighted(key, value, LAYERS, "layer", "valid layers")
+
+
+def _weighted(key: str, value: Mapping, allowed: tuple[str, ...], what: str,
+              listed: str) -> tuple[tuple[str, float], ...]:
+    """A mapping name: weight, each name one of ``allowed`` and each weight >= 0."""
     pairs = []
     for name, weight in value.items():
-        if name not in LAYERS:
-            raise _fail(key, f"unknown layer {name!r}{_suggest(str(name), LAYERS)}; valid layers: "
-                        f"{', '.join(LAYERS)}")
+        if name not in allowed:
+            raise _fail(key, f"unknown {what} {name!r}{_suggest(str(name), allowed)}; "
+                        f"{listed}: {', '.join(allowed)}")
         pairs.append((name, _number(f"{key}.{name}", weight, float, 0.0)))
     return tuple(pairs)
 
@@ -274,15 +280,10 @@ def _style_loss(value: Any) -> tuple[tuple[str, float], ...]:
         value = dict.fromkeys(value, 1.0)
     if not isinstance(value, Mapping) or not value:
         raise _fail(key, f"expected a loss name or a mapping loss: weight, got {_shown(value)}")
-    pairs = []
-    for name, weight in value.items():
-        if name not in STYLE_LOSSES:
-            raise _fail(key, f"unknown style loss {name!r}{_suggest(str(name), STYLE_LOSSES)}; "
-                        f"choose from {', '.join(STYLE_LOSSES)}")
-        pairs.append((name, _number(f"{key}.{name}", weight, float, 0.0)))
+    pairs = _weighted(key, value, STYLE_LOSSES, "style loss", "choose from")
     if not any(w > 0 for _, w in pairs):
         raise _fail(key, "needs at least one loss with a weight above 0")
-    return tuple(pairs)
+    return pairs
 
 
 def _validate(key: str, value: Any) -> Any:

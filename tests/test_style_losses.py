@@ -26,13 +26,19 @@ def test_every_style_loss_but_gram_has_a_term():
     assert set(style_losses.TERMS) == set(STYLE_LOSSES) - {"gram"}
 
 
-def test_mean_std_of_several_styles_is_their_mixtures(rng):
+def _mixture(rng, blend):
+    """Two style images' responses (30 and 20 positions), all their positions, and each
+    position's weight in the blend's mixture (its image's weight over its count)."""
     A = rng.standard_normal((6, 5, 3)).astype(np.float32)
     B = (2.0 * rng.standard_normal((4, 5, 3)) + 1.0).astype(np.float32)
-    got = style_losses.targets("mean_std", [A, B], [0.25, 0.75], KEY, (6, 5))
-    # the mixture: each image's positions weighted by its blend weight over its count
     X = np.concatenate([_flat(A), _flat(B)])
-    w = np.concatenate([np.full(30, 0.25 / 30), np.full(20, 0.75 / 20)])
+    w = np.concatenate([np.full(30, blend[0] / 30), np.full(20, blend[1] / 20)])
+    return A, B, X, w
+
+
+def test_mean_std_of_several_styles_is_their_mixtures(rng):
+    A, B, X, w = _mixture(rng, [0.25, 0.75])
+    got = style_losses.targets("mean_std", [A, B], [0.25, 0.75], KEY, (6, 5))
     mean = w @ X
     var = w @ (X - mean) ** 2
     np.testing.assert_allclose(got.mean, mean, rtol=1e-5, atol=1e-6)
@@ -42,11 +48,8 @@ def test_mean_std_of_several_styles_is_their_mixtures(rng):
 
 
 def test_wasserstein_of_several_styles_is_their_mixtures_gaussian(rng):
-    A = rng.standard_normal((6, 5, 3)).astype(np.float32)
-    B = (2.0 * rng.standard_normal((4, 5, 3)) + 1.0).astype(np.float32)
+    A, B, X, w = _mixture(rng, [0.5, 0.5])
     got = style_losses.targets("wasserstein", [A, B], [0.5, 0.5], KEY, (6, 5))
-    X = np.concatenate([_flat(A), _flat(B)])
-    w = np.concatenate([np.full(30, 0.5 / 30), np.full(20, 0.5 / 20)])
     mean = w @ X
     cov = (X - mean).T @ ((X - mean) * w[:, None])
     np.testing.assert_allclose(got.mean, mean, rtol=1e-5, atol=1e-6)
