@@ -138,12 +138,14 @@ if rank == 0:  # one device of this process alone, for reference (first: the spy
     # layout of the last program compiled)
     values["alone"] = transfer.stylize(PARAMS, contents[2], [style], OBJ, SOLVER,
                                        iterations=3).terms["total"]
-    values["spatial_alone"] = transfer.stylize(PARAMS, big, [big_style], OBJ, SOLVER,
-                                               iterations=3).terms["total"]
+    alone_run = transfer.stylize(PARAMS, big, [big_style], OBJ, SOLVER, iterations=3)
+    values["spatial_alone"] = alone_run.terms["total"]
+    values["spatial_alone_history"] = alone_run.history
 batch = sharding.stylize_batch(PARAMS, contents, [style], OBJ, SOLVER, iterations=3)
 split = sharding.stylize_spatial(PARAMS, big, [big_style], OBJ, SOLVER, iterations=3)
 values.update(rank=rank, processes=jax.process_count(), devices=len(jax.devices()),
               batch=[b.terms["total"] for b in batch], spatial=split.terms["total"],
+              spatial_history=split.history,
               spatial_image=float(np.abs(split.image).sum()))
 report(**values)
 """
@@ -253,7 +255,12 @@ def test_two_processes_shard_over_jax_distributed():
     assert first["batch"] == second["batch"] and first["spatial"] == second["spatial"]
     assert first["spatial_image"] == second["spatial_image"]  # each host got the whole image
     assert _close(first["batch"][2], first["alone"], 1e-4), (first["batch"], first["alone"])
-    assert _close(first["spatial"], first["spatial_alone"], 1e-4)
+    # The first step agrees to float32 sums in another order; three L-BFGS steps on, the
+    # two paths have moved apart by more on some CPUs (7e-4 on an AVX-512 EPYC, under 1e-4
+    # on an AVX2 one): the cross-host all-reduce sums the Gram matrices in its own order.
+    assert _close(first["spatial_history"][0], first["spatial_alone_history"][0], 1e-4), (
+        first["spatial_history"], first["spatial_alone_history"])
+    assert _close(first["spatial"], first["spatial_alone"], 2e-3)
     assert first["image"]["shards"] == 2  # of the 4, this host holds 2
 
 
