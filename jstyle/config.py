@@ -172,6 +172,13 @@ class Config:
         """How many times the deepest requested layer is smaller than the image."""
         return max(downsampling(n) for n, _ in self.content_layers + self.style_layers)
 
+    @property
+    def smallest_side(self) -> int:
+        """The fewest pixels each side of an image needs: one position at the deepest
+        requested layer; three with ``style_loss: mrf`` (a 3x3 patch of responses)."""
+        patch = 3 if any(name == "mrf" for name, _ in self.style_loss) else 1
+        return self.deepest_downsampling * patch
+
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Config)}
 
@@ -360,9 +367,10 @@ def resolve(values: Mapping[str, Any]) -> Config:
     if any(a >= b for a, b in itertools.pairwise(sizes)):
         raise _fail("coarse_sizes", f"must grow, smallest first, and stay below size "
                     f"({config.size}); got {list(config.coarse_sizes)}")
-    if config.coarse_sizes and config.coarse_sizes[0] < 2 * config.deepest_downsampling:
+    least = max(2 * config.deepest_downsampling, config.smallest_side)
+    if config.coarse_sizes and config.coarse_sizes[0] < least:
         raise _fail("coarse_sizes", f"{config.coarse_sizes[0]} px is too small for the deepest "
-                    f"requested layer; use at least {2 * config.deepest_downsampling}")
+                    f"requested layer; use at least {least}")
     if config.optimizer == "lbfgs" and \
             config.line_search not in LINE_SEARCHES[config.lbfgs_backend]:
         others = [b for b, names in LINE_SEARCHES.items() if config.line_search in names]
@@ -407,9 +415,10 @@ def resolve(values: Mapping[str, Any]) -> Config:
                         "image(s); give one per style image")
         if not sum(blend) > 0:
             raise _fail("style_blend_weights", "must not all be 0")
-    if config.size < 2 * config.deepest_downsampling:
-        raise _fail("size", f"{config.size} px is too small for the deepest requested layer; "
-                    f"use at least {2 * config.deepest_downsampling}")
+    if config.size < least:
+        why = " (style_loss mrf: a 3x3 patch)" if least > 2 * config.deepest_downsampling else ""
+        raise _fail("size", f"{config.size} px is too small for the deepest requested "
+                    f"layer{why}; use at least {least}")
     return config
 
 

@@ -102,7 +102,7 @@ def prepare_inputs(
         content = from_array(default_images.default_content_image())
     width, height = fitted_size(*content.size, config.size)
     style_h, style_w = style_size(height, width, config)
-    need = config.deepest_downsampling
+    need = config.smallest_side  # (style_loss mrf: a 3x3 patch at the deepest layer)
     if min(height, width) < need:
         raise JStyleError(
             f"the content image is {width}x{height} px at size {config.size}: too small for the "

@@ -281,3 +281,9 @@ def test_blending_style_losses_take_several_styles():
         config = resolve({"style_loss": name, "style": ["a.jpg", "b.jpg"],
                           "style_blend_weights": [1, 3]})
         assert config.style_loss == ((name, 1.0),)
+
+
+def test_mrf_needs_a_3x3_patch_at_the_deepest_layer():
+    assert resolve({"style_loss": "mrf", "size": 48}).smallest_side == 48
+    one_line_error(lambda: resolve({"style_loss": "mrf", "size": 40}),
+                   "(style_loss mrf: a 3x3 patch); use at least 48")
