@@ -15,6 +15,16 @@ config, losses and wall time). The figures of Gatys, Ecker & Bethge (CVPR 2016):
 - ``fig6`` (Fig. 6): the start of the optimisation: from the content photo, from the
   style image, and from white noise of several seeds.
 
+Beyond the paper, ``styles``: one content photo under every ``style_loss``
+(:data:`jstyle.options.STYLE_LOSSES`): eq. 4's Gram matrices, and the statistics matched
+after it -- per-channel mean and standard deviation (Li, Wang, Liu & Hou, IJCAI 2017), the
+2-Wasserstein distance of fitted Gaussians (Mroueh, AISTATS 2020), the sliced Wasserstein
+distance (Heitz, Vanhoey, Chambon & Belcour, CVPR 2021), histograms (Risser, Wilmot &
+Barnes 2017), MRF patches (Li & Wand, CVPR 2016) and the relaxed earth mover's distance
+(Kolkin, Salavon & Shakhnarovich, CVPR 2019). Their scales differ by orders of magnitude,
+so each has its own beta (:data:`STYLE_LOSS_WEIGHTS`). ``--panels DIR`` also writes every
+run of any figure as its own PNG, with a run's JSON sidecar, in DIR.
+
 Eq. 1's content loss grows with the number of pixels while eq. 4's style loss does not,
 so a given alpha/beta strikes the paper's balance only at the paper's 512 px: smaller
 images favour style. Unless ``--unscaled`` is given, alpha is therefore multiplied by
@@ -29,6 +39,7 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 import sys
 import textwrap
 import time
@@ -44,6 +55,7 @@ from jstyle.config import Config, resolve
 from jstyle.default_images import DEFAULT_CONTENT_NAME, DEFAULT_STYLE_NAME
 from jstyle.errors import JStyleError
 from jstyle.layers import BLOCKS, PAPER_CONTENT_LAYERS, PAPER_STYLE_LAYERS
+from jstyle.options import STYLE_LOSSES
 from jstyle.outputs import sidecar_path, weights_record
 
 PROG = "python -m jstyle.figures"
@@ -61,6 +73,29 @@ CONTENT_RECONSTRUCTION_LAYERS = tuple(f"relu{b}_2" for b in range(1, len(BLOCKS)
 #: fig3's styles without --style: jstyle's two generated paintings, and the swirl painting
 #: recoloured (hue turned by this angle in YIQ, luminance kept) as a third.
 DEFAULT_THIRD_STYLE_HUE = 180.0
+#: beta (style_weight) of each style loss in the ``styles`` figure; alpha/beta = 1e-3 (the
+#: default ratio) means 1e-3 for gram at the paper's beta, and every other loss's beta scaled
+#: alike (--ratio), alpha the same for all. How they were chosen (tubingen and starry night,
+#: white noise of seed 0, alpha scaled to 512 px as below): first beta * L_style /
+#: (alpha * L_content) at the start made Gram's (14 at 256 px; 1e3 times Gram's start style
+#: loss over each loss's, rounded: the distances mean_std to histogram start near 5e4
+#: against Gram's 6e8, remd at 4e3, mrf at 2e8), then each checked by eye (128 px, 150
+#: iterations) and lowered where the painting's layout replaced the photo: wasserstein
+#: 1e7 -> 3e6, mrf 2e3 -> 1e3 (5e2 washed the picture out), remd 1e8 -> 2e7. At 256 px and
+#: 120 iterations (docs/gallery/styles) every loss but mrf keeps the photo; mrf's content
+#: loss stays twice the others' (1.1e10 against 4e9 to 8e9): the painting's patches win.
+STYLE_LOSS_WEIGHTS: dict[str, float] = {
+    "gram": 1e3,
+    "mean_std": 1e7,
+    "wasserstein": 3e6,
+    "sliced_wasserstein": 1e7,
+    "histogram": 1e7,
+    "mrf": 1e3,
+    "remd": 2e7,
+}
+assert tuple(STYLE_LOSS_WEIGHTS) == STYLE_LOSSES
+#: The ``styles`` figure's panels in each row (two rows per seed, the sources first).
+STYLES_PER_ROW = math.ceil(len(STYLE_LOSSES) / 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +133,18 @@ class Style(NamedTuple):
     image: Image.Image | None
     path: str | None = None
     hue: float = 0.0
+
+
+def spoken(names: Sequence[str]) -> str:
+    """``fig6``, ``fig3 and fig6``, ``fig3, fig6 and styles``."""
+    return names[-1] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def panel_stem(label: str) -> str:
+    """A panel's file name without suffix (``--panels``): its label, each run of characters
+    other than letters, digits, ``.``, ``_`` and ``-`` one ``_`` (``gram``,
+    ``relu1_1_to_relu2_1_alpha_beta_1e-3``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_.") or "panel"
 
 
 def layer_span(layers: Sequence[str]) -> str:
@@ -169,6 +216,25 @@ def fig6(content: str, styles: Sequence[str], ratios: Sequence[float], seeds: in
     return Plan(f"Fig. 6: starting images, {ratio_label(ratios[0])}", cells)
 
 
+def styles_figure(content: str, styles: Sequence[str], ratios: Sequence[float],
+                  seeds: int) -> Plan:
+    """Every style loss (eq. 5 with each ``style_loss`` in turn at every style layer, Gatys
+    et al. 2016 and the losses after it; see the module's docstring): the photo and the
+    painting first in their column, then each loss, two rows of them per white-noise seed.
+    Each loss runs at its own beta (:data:`STYLE_LOSS_WEIGHTS`), alpha the same for all:
+    alpha/beta is ``ratios[0]`` for gram and scaled with beta for the others."""
+    cells = [Cell(0, 0, f"content: {content}", show="content"),
+             Cell(1, 0, f"style: {styles[0]}", show="style")]
+    for seed in range(seeds):
+        for i, loss in enumerate(STYLE_LOSSES):
+            beta = STYLE_LOSS_WEIGHTS[loss]
+            cells.append(Cell(2 * seed + i // STYLES_PER_ROW, 1 + i % STYLES_PER_ROW,
+                              loss if seeds == 1 else f"{loss}, seed {seed}",
+                              values={"style_loss": loss, "style_weight": beta, "seed": seed},
+                              ratio=ratios[0] * DEFAULTS.style_weight / beta))
+    return Plan(f"Style losses, each its own beta: gram at {ratio_label(ratios[0])}", cells)
+
+
 class Figure(NamedTuple):
     """A figure: its plan, default iterations per panel, which options apply, what it is."""
 
@@ -176,6 +242,7 @@ class Figure(NamedTuple):
     iterations: int
     options: frozenset[str]  # of "styles", "ratio", "ratios", "seeds"
     about: str
+    seeds: int = DEFAULT_SEEDS  # white-noise starts without --seeds (where it applies)
 
 
 FIGURES: dict[str, Figure] = {
@@ -188,6 +255,9 @@ FIGURES: dict[str, Figure] = {
                    "rows: style layers relu1_1 up to relu1_1..relu5_1; columns: alpha/beta"),
     "fig6": Figure(fig6, 200, frozenset({"ratio", "seeds"}),
                    "started from the content, the style, and white noise of several seeds"),
+    "styles": Figure(styles_figure, 200, frozenset({"ratio", "seeds"}),
+                     f"one content photo under every style loss ({', '.join(STYLE_LOSSES)}), "
+                     "each at its own beta; --seeds: rows of white-noise starts", seeds=1),
 }
 
 
@@ -219,7 +289,8 @@ def recoloured(image: np.ndarray, degrees: float) -> np.ndarray:
 
 
 def _figures_help() -> str:
-    lines = ["figures (Gatys, Ecker & Bethge, CVPR 2016):"]
+    lines = ["figures (fig1 to fig6: Gatys, Ecker & Bethge, CVPR 2016; styles: the style "
+             "losses after it):"]
     lines += [textwrap.fill(f"{name}  {figure.about} [default: {figure.iterations} "
                             "iterations]", width=88, initial_indent="  ",
                             subsequent_indent=" " * 8) for name, figure in FIGURES.items()]
@@ -247,16 +318,18 @@ def parser() -> argparse.ArgumentParser:
                       f"and {DEFAULTS.iterations} iterations")
     p.add_argument("--iterations", type=int, metavar="N", help="L-BFGS iterations per panel "
                    "(default: the figure's, below; with --paper the paper's)")
-    p.add_argument("--ratio", type=float, metavar="R", help=f"alpha/beta of fig3 and fig6 "
-                   f"(default: {short_ratio(DEFAULT_RATIO)})")
+    p.add_argument("--ratio", type=float, metavar="R", help=f"alpha/beta of fig3, fig6 and "
+                   f"styles' gram (default: {short_ratio(DEFAULT_RATIO)})")
     p.add_argument("--ratios", type=float, nargs="+", metavar="R", help="fig4's alpha/beta "
                    f"columns (default: {' '.join(short_ratio(r) for r in DEFAULT_RATIOS)})")
-    p.add_argument("--seeds", type=int, metavar="N", help=f"fig6's white-noise starts (default: "
-                   f"{DEFAULT_SEEDS})")
+    p.add_argument("--seeds", type=int, metavar="N", help=f"white-noise starts of fig6 "
+                   f"(default: {DEFAULT_SEEDS}) and styles (default: 1)")
     p.add_argument("--unscaled", action="store_true", help="use alpha/beta at the size run, "
                    "not scaled to the balance it strikes at the paper's 512 px")
     p.add_argument("--output", metavar="PNG", help="the sheet (default: out/figures/NAME.png); "
                    "its JSON sidecar is written beside it")
+    p.add_argument("--panels", metavar="DIR", help="also write every run as its own PNG, with "
+                   "its JSON sidecar, in DIR (named after its label: styles' gram.png, ...)")
     p.add_argument("--weights", metavar="WEIGHTS", help="VGG-19 weights, as the config key "
                    "'weights' (default: $JSTYLE_WEIGHTS or the user cache)")
     p.add_argument("--quiet", action="store_true", help="no progress lines or bars")
@@ -273,7 +346,7 @@ def _check_options(args: argparse.Namespace, figure: Figure) -> None:
             flag = "--style more than once" if option == "styles" else f"--{option}"
             takers = [n for n, f in FIGURES.items() if option in f.options]
             raise JStyleError(f"{args.name} does not take {flag} (it is for "
-                              f"{' and '.join(takers)})")
+                              f"{spoken(takers)})")
     for ratio in [args.ratio] if args.ratio is not None else args.ratios or []:
         if not (math.isfinite(ratio) and ratio > 0):
             raise JStyleError(f"alpha/beta must be a positive number, got {ratio}")
@@ -298,6 +371,7 @@ def _run(args: argparse.Namespace) -> int:
     _check_options(args, figure)
     output = Path(args.output or f"out/figures/{args.name}.png")
     check_output(output, [args.content, *args.style])
+    panels = Path(args.panels) if args.panels else None
     size = DEFAULTS.size if args.paper else args.size or DEFAULT_SIZE
     iterations = args.iterations if args.iterations is not None else \
         DEFAULTS.iterations if args.paper else figure.iterations
@@ -323,29 +397,57 @@ def _run(args: argparse.Namespace) -> int:
     else:
         ratios = [DEFAULT_RATIO if args.ratio is None else args.ratio]
     plan = figure.build(content_name, [s.name for s in styles], ratios,
-                        args.seeds or DEFAULT_SEEDS)
+                        args.seeds or figure.seeds)
+    files = None
+    if panels is not None:  # checked, like the sheet, before anything runs
+        files = panel_files(plan, panels, output)
+        for path in files.values():
+            check_output(path, [args.content, *args.style])
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     record = render(plan, base, content, styles, output, args.name, quiet=args.quiet,
-                    unscaled=args.unscaled, log=log)
+                    unscaled=args.unscaled, log=log, panels=files)
     stopped = [p for p in record["panels"] if p.get("stopped")]
     for panel in stopped:
         print(f"jstyle: panel {panel['label']!r} stopped: {panel['stopped']}", file=sys.stderr)
-    log(f"jstyle: wrote {output} and {sidecar_path(output)} "
+    log(f"jstyle: wrote {output} and {sidecar_path(output)}"
+        f"{f', and each run in {panels}' if panels is not None else ''} "
         f"({record['runs']} runs, {record['wall_s']:.0f} s)")
     return 1 if stopped else 0
 
 
+def panel_files(plan: Plan, folder: Path, output: Path) -> dict[tuple[int, int], Path]:
+    """Where ``--panels`` writes each run of ``plan``: ``folder/<panel_stem(label)>.png``, by
+    the cell's (row, column); one line if two would share a file, or one is the sheet."""
+    files: dict[tuple[int, int], Path] = {}
+    taken = {output.resolve(): "the sheet"}
+    for cell in plan.cells:
+        if cell.show is not None:
+            continue
+        path = folder / f"{panel_stem(cell.label)}.png"
+        if path.resolve() in taken:
+            raise JStyleError(f"--panels: panel {cell.label!r} would be written to {path}, as "
+                              f"{taken[path.resolve()]} is; give another --panels folder or "
+                              "distinct --style names")
+        taken[path.resolve()] = f"panel {cell.label!r}"
+        files[cell.row, cell.column] = path
+    return files
+
+
 def render(plan: Plan, base: Config, content: Image.Image | None, styles: Sequence[Style],
            output: Path, name: str, *, quiet: bool = False, unscaled: bool = False,
-           log: Callable[[str], None] = print) -> dict[str, Any]:
+           log: Callable[[str], None] = print,
+           panels: dict[tuple[int, int], Path] | None = None) -> dict[str, Any]:
     """Run every panel of ``plan`` (each a config: ``base`` and the cell's keys), draw the
-    sheet at ``output`` and its JSON sidecar beside it; return the sidecar's record."""
+    sheet at ``output`` and its JSON sidecar beside it; return the sidecar's record.
+    ``panels`` (:func:`panel_files`): also write each run there, as ``jstyle.run`` would (the
+    PNG with its config, and the run's sidecar with its figure, label and sheet added)."""
     import jax
 
     from jstyle import report
     from jstyle.fileio import write_bytes_atomic
     from jstyle.inputs import prepare_inputs
-    from jstyle.memory import check_memory
+    from jstyle.memory import check_memory, estimate_bytes
+    from jstyle.outputs import run_record, write_outputs
     from jstyle.pipeline import load_cached_weights, run_transfer
     from jstyle.progress import ProgressBar
 
@@ -361,8 +463,17 @@ def render(plan: Plan, base: Config, content: Image.Image | None, styles: Sequen
     weights = load_cached_weights(base.weights, log=log)
 
     runs = sum(cell.show is None for cell in plan.cells)
+
+    def reporter(bar: ProgressBar, history: list[dict[str, Any]]) -> Callable[[Any], None]:
+        """Progress to the bar, and each report's terms to ``history`` (as jstyle.run)."""
+        def on_progress(progress) -> None:
+            bar.update(progress)
+            history.append({"iteration": progress.iteration, **{
+                k: progress.terms[k] for k in ("total", "content", "style", "tv")}})
+        return on_progress
+
     frames: dict[tuple[int, int], np.ndarray] = {}
-    panels, done = [], 0
+    records, done = [], 0
     for cell in plan.cells:
         panel: dict[str, Any] = {"row": cell.row, "column": cell.column, "label": cell.label,
                                  "style": styles[cell.style].name}
@@ -370,7 +481,7 @@ def render(plan: Plan, base: Config, content: Image.Image | None, styles: Sequen
         if cell.show is not None:
             frames[cell.row, cell.column] = sized.content if cell.show == "content" \
                 else sized.styles[0]
-            panels.append({**panel, "kind": f"{cell.show} image"})
+            records.append({**panel, "kind": f"{cell.show} image"})
             continue
         values = {**base.to_dict(), **cell.values}
         style = styles[cell.style]
@@ -379,25 +490,39 @@ def render(plan: Plan, base: Config, content: Image.Image | None, styles: Sequen
         if cell.ratio is not None:
             beta = values.get("style_weight", DEFAULTS.style_weight)
             values["content_weight"] = cell.ratio * beta * scale
+        file = None if panels is None else panels[cell.row, cell.column]
+        if file is not None:
+            values["output"] = str(file)
         config = resolve(values)
         done += 1
         log(f"jstyle: {name} panel {done}/{runs}: {cell.label} ({width}x{height} px, "
             f"{config.iterations} iterations)")
         began = time.perf_counter()
+        terms_history: list[dict[str, Any]] = []
         with ProgressBar(config.iterations, disable=quiet) as bar:
             outcome = run_transfer(weights, sized._replace(init=config.init), config,
-                                   on_progress=bar.update)
+                                   on_progress=reporter(bar, terms_history))
         if outcome.interrupted:
             raise KeyboardInterrupt  # the sheet is drawn from finished panels only
         result = outcome.result
         frames[cell.row, cell.column] = np.clip(result.image, 0.0, 1.0)
         config_record = config.to_dict()
-        del config_record["output"]  # the panel is drawn into the sheet, not written alone
-        panels.append({**panel, "kind": "run", "ratio": cell.ratio, "hue": style.hue,
-                       "config": config_record, "losses": result.terms,
-                       "iterations_done": len(result.history),
-                       "evaluations": result.evaluations, "timings": result.timings,
-                       "wall_s": time.perf_counter() - began, "stopped": result.stopped})
+        del config_record["output"]  # the panel is drawn into the sheet (and maybe written)
+        records.append({**panel, "kind": "run", "ratio": cell.ratio, "hue": style.hue,
+                        "config": config_record, "losses": result.terms,
+                        "iterations_done": len(result.history),
+                        "evaluations": result.evaluations, "timings": result.timings,
+                        "wall_s": time.perf_counter() - began, "stopped": result.stopped,
+                        **({"file": str(file)} if file is not None else {})})
+        if file is not None:
+            sources = {"content": base.content or f"default:{DEFAULT_CONTENT_NAME}",
+                       "style": [style.path or f"default:{DEFAULT_STYLE_NAME}"],
+                       "init": config.init, **({"style_hue": style.hue} if style.hue else {})}
+            alone = run_record(config, sized._replace(sources=sources), weights, result,
+                                outcome.stages, result.history, terms_history,
+                                result.evaluations, estimate_bytes(height, width, config), began)
+            alone["figure"] = {"name": name, "label": cell.label, "sheet": str(output)}
+            write_outputs(file, result.image, alone)
 
     rows = 1 + max(cell.row for cell in plan.cells)
     columns = 1 + max(cell.column for cell in plan.cells)
@@ -408,7 +533,7 @@ def render(plan: Plan, base: Config, content: Image.Image | None, styles: Sequen
         cells, output, row_labels=plan.row_labels, column_labels=plan.column_labels,
         cell_labels=[[labels.get((r, c)) for c in range(columns)] for r in range(rows)]
         if plan.captions else None, title=title)
-    for panel in panels:
+    for panel in records:
         panel["box"] = list(sheet.boxes[panel["row"]][panel["column"]])
     record = {
         "jstyle_version": __version__,
@@ -422,7 +547,7 @@ def render(plan: Plan, base: Config, content: Image.Image | None, styles: Sequen
         "grid": {"rows": rows, "columns": columns, "row_labels": plan.row_labels,
                  "column_labels": plan.column_labels},
         "sheet": {"width": sheet.image.width, "height": sheet.image.height},
-        "panels": panels,
+        "panels": records,
         "runs": runs,
         "weights": weights_record(weights),
         "jax": {"version": jax.__version__, "backend": jax.default_backend()},

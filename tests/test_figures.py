@@ -16,6 +16,7 @@ from jstyle.config import resolve
 from jstyle.images import from_array
 from jstyle.inputs import prepare_inputs
 from jstyle.layers import PAPER_STYLE_LAYERS
+from jstyle.options import STYLE_LOSSES
 
 
 def one_line_exit_2(capsys, argv: list[str], *fragments: str) -> None:
@@ -69,6 +70,42 @@ def test_fig3_and_fig6_plans():
     assert fig6[0, 2].values == {"init": "content"} and fig6[0, 3].values == {"init": "style"}
     assert [fig6[1, s].values for s in range(3)] == [{"init": "noise", "seed": s}
                                                     for s in range(3)]
+
+
+def test_styles_plan_runs_every_style_loss_at_its_own_beta():
+    plan = figures.styles_figure("cat", ["swirl"], [2e-3], 1)
+    cells = by_place(plan)
+    assert cells[0, 0].show == "content" and cells[1, 0].show == "style"
+    assert cells[0, 0].label == "content: cat" and cells[1, 0].label == "style: swirl"
+    runs = [c for c in plan.cells if c.show is None]
+    assert [c.label for c in runs] == list(STYLE_LOSSES)  # in STYLE_LOSSES order, one each
+    per_row = figures.STYLES_PER_ROW
+    for i, (cell, loss) in enumerate(zip(runs, STYLE_LOSSES, strict=True)):
+        assert (cell.row, cell.column) == (i // per_row, 1 + i % per_row)
+        config = resolve(cell.values)
+        assert config.style_loss == ((loss, 1.0),) and config.seed == 0
+        assert config.style_weight == figures.STYLE_LOSS_WEIGHTS[loss]
+        # alpha is alike for every loss: alpha/beta as given for gram, scaled with beta
+        assert cell.ratio * config.style_weight == pytest.approx(2e-3 * 1000)
+    assert by_place(plan)[0, 1].ratio == 2e-3  # gram: the paper's beta
+    assert set(figures.STYLE_LOSS_WEIGHTS) == set(STYLE_LOSSES)
+    assert all(w > 0 for w in figures.STYLE_LOSS_WEIGHTS.values())
+
+    seeds = figures.styles_figure("cat", ["swirl"], [1e-3], 2)
+    runs = [c for c in seeds.cells if c.show is None]
+    assert len(runs) == 2 * len(STYLE_LOSSES) and len(seeds.cells) == len(runs) + 2
+    assert runs[len(STYLE_LOSSES)].label == "gram, seed 1"
+    assert runs[len(STYLE_LOSSES)].values["seed"] == 1
+    assert (runs[len(STYLE_LOSSES)].row, runs[len(STYLE_LOSSES)].column) == (2, 1)
+    assert len({(c.row, c.column) for c in seeds.cells}) == len(seeds.cells)
+
+
+def test_panel_stems():
+    assert figures.panel_stem("sliced_wasserstein") == "sliced_wasserstein"
+    assert figures.panel_stem("relu1_1 to relu2_1, alpha/beta = 1e-3") == \
+        "relu1_1_to_relu2_1_alpha_beta_1e-3"
+    assert figures.panel_stem("from noise, seed 0") == "from_noise_seed_0"
+    assert figures.panel_stem("/") == "panel"
 
 
 def test_ratio_labels_and_paper_scale():
@@ -202,6 +239,48 @@ def test_figure_renders_a_labelled_sheet(argv, rows, columns, runs, tmp_path, we
         assert np.array_equal(pixels[top:top + h, left:left + w], expected)
 
 
+def test_styles_renders_every_loss_and_writes_each_panel(tmp_path, weights_args, capsys):
+    from jstyle.outputs import config_from_image
+
+    # square, 48 px: relu5_1 is 3x3, the least on which mrf finds a 3x3 patch
+    content = write_image(tmp_path / "square.png", (48, 48))
+    output, folder = tmp_path / "styles.png", tmp_path / "panels"
+    code = figures.main(["styles", "--content", str(content), "--size", "48", "--iterations",
+                         "1", "--output", str(output), "--panels", str(folder), *weights_args])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    runs = len(STYLE_LOSSES)
+    assert f"panel {runs}/{runs}: remd (48x48 px, 1 iterations)" in err
+    assert f"wrote {output}" in err and f"each run in {folder}" in err
+    record = json.loads(output.with_suffix(".json").read_text())
+    assert record["figure"] == "styles" and record["runs"] == runs
+    assert record["grid"] == {"rows": 2, "columns": 1 + figures.STYLES_PER_ROW,
+                              "row_labels": None, "column_labels": None}
+    with Image.open(output) as sheet:
+        assert sheet.size == (record["sheet"]["width"], record["sheet"]["height"])
+    ran = [p for p in record["panels"] if p["kind"] == "run"]
+    assert [p["label"] for p in ran] == list(STYLE_LOSSES)
+    assert sorted(f.name for f in folder.iterdir()) == sorted(
+        f"{loss}.{suffix}" for loss in STYLE_LOSSES for suffix in ("png", "json"))
+    scale = record["content_weight_scale"]
+    for panel, loss in zip(ran, STYLE_LOSSES, strict=True):
+        config = panel["config"]
+        assert config["style_loss"] == {loss: 1.0} and panel["iterations_done"] == 1
+        assert config["style_weight"] == figures.STYLE_LOSS_WEIGHTS[loss]
+        assert config["content_weight"] == pytest.approx(figures.DEFAULT_RATIO * 1000 * scale)
+        assert math.isfinite(panel["losses"]["total"]) and not panel["stopped"]
+        file = folder / f"{loss}.png"
+        assert panel["file"] == str(file)
+        with Image.open(file) as image:  # the panel's pixels, as in the sheet
+            assert image.size == (48, 48)
+        alone = json.loads(file.with_suffix(".json").read_text())  # a run's sidecar
+        assert alone["config"] == {**config, "output": str(file)}
+        assert alone["figure"] == {"name": "styles", "label": loss, "sheet": str(output)}
+        assert alone["inputs"]["content"] == str(content) and alone["history"]
+        assert alone["losses"] == panel["losses"]
+        assert config_from_image(file)["style_loss"] == {loss: 1.0}
+
+
 @pytest.fixture
 def fake_runs(monkeypatch):
     """Runs replaced by a stand-in that returns the content at once (no weights, no
@@ -262,6 +341,47 @@ def test_fig4_defaults_to_five_ratios(tmp_path, fake_runs):
     assert all(c.iterations == figures.FIGURES["fig4"].iterations for c in configs)
 
 
+def test_styles_takes_ratio_and_seeds(tmp_path, fake_runs):
+    configs, _ = fake_runs
+    output = tmp_path / "styles.png"
+    assert figures.main(["styles", "--ratio", "2e-3", "--seeds", "2", "--size", str(SIZE),
+                         "--output", str(output), "--quiet"]) == 0
+    assert len(configs) == 2 * len(STYLE_LOSSES)
+    assert [c.style_loss[0][0] for c in configs] == 2 * list(STYLE_LOSSES)
+    assert [c.seed for c in configs] == [0] * len(STYLE_LOSSES) + [1] * len(STYLE_LOSSES)
+    assert all(c.iterations == figures.FIGURES["styles"].iterations for c in configs)
+    scale = json.loads(output.with_suffix(".json").read_text())["content_weight_scale"]
+    alpha = 2e-3 * 1000 * scale  # gram's alpha/beta times its beta: every panel's alpha
+    assert [c.content_weight for c in configs] == pytest.approx([alpha] * len(configs))
+    assert [c.style_weight for c in configs[:len(STYLE_LOSSES)]] == \
+        list(figures.STYLE_LOSS_WEIGHTS.values())
+    assert not (tmp_path / "gram.png").exists()  # each panel alone only with --panels
+
+
+def test_panels_of_any_figure(tmp_path, fake_runs):
+    configs, _ = fake_runs
+    folder = tmp_path / "runs"
+    assert figures.main(["fig4", "--ratios", "1e-3", "--size", str(SIZE), "--iterations", "2",
+                         "--output", str(tmp_path / "fig4.png"), "--panels", str(folder),
+                         "--quiet"]) == 0
+    names = sorted(p.name for p in folder.glob("*.png"))
+    assert len(names) == len(configs) == 5
+    assert "relu1_1_to_relu3_1_alpha_beta_1e-3.png" in names
+    alone = json.loads((folder / "relu1_1_alpha_beta_1e-3.json").read_text())
+    assert alone["config"]["style_layers"] == {"relu1_1": 1.0}
+    assert alone["figure"]["label"] == "relu1_1, alpha/beta = 1e-3"
+
+
+def test_panels_that_would_share_a_file_are_refused(tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = write_image(tmp_path / "a" / "x.png"), write_image(tmp_path / "b" / "x.png")
+    one_line_exit_2(capsys, ["fig3", "--style", str(a), "--style", str(b), "--panels",
+                             str(tmp_path / "runs"), "--output", str(tmp_path / "f.png")],
+                    "--panels: panel 'x' would be written to", "as panel 'x' is")
+    assert not (tmp_path / "f.png").exists()
+
+
 def test_paper_size_and_a_stopped_panel(tmp_path, fake_runs, capsys):
     configs, state = fake_runs
     state["stopped"] = "the loss became NaN"
@@ -275,8 +395,8 @@ def test_paper_size_and_a_stopped_panel(tmp_path, fake_runs, capsys):
     assert all(p["stopped"] for p in record["panels"] if p["kind"] == "run")
 
 
-def write_image(path: Path) -> Path:
-    pixels = (np.random.default_rng(1).random((40, 60, 3)) * 255).astype(np.uint8)
+def write_image(path: Path, shape: tuple[int, int] = (40, 60)) -> Path:
+    pixels = (np.random.default_rng(1).random((*shape, 3)) * 255).astype(np.uint8)
     Image.fromarray(pixels).save(path)
     return path
 
@@ -290,8 +410,10 @@ def write_image(path: Path) -> Path:
         (["fig2"], ["invalid choice: 'fig2'", "--help"]),
         ([], ["required: NAME"]),
         (["fig1", "--ratios", "1e-3"], ["fig1 does not take --ratios (it is for fig4)"]),
-        (["fig4", "--ratio", "1e-3"], ["fig4 does not take --ratio (it is for fig3 and fig6)"]),
-        (["fig3", "--seeds", "2"], ["fig3 does not take --seeds"]),
+        (["fig4", "--ratio", "1e-3"],
+         ["fig4 does not take --ratio (it is for fig3, fig6 and styles)"]),
+        (["fig3", "--seeds", "2"], ["fig3 does not take --seeds (it is for fig6 and styles)"]),
+        (["styles", "--ratios", "1e-3"], ["styles does not take --ratios (it is for fig4)"]),
         (["fig4", "--ratios", "0"], ["alpha/beta must be a positive number, got 0.0"]),
         (["fig6", "--ratio", "nan"], ["alpha/beta must be a positive number, got nan"]),
         (["fig6", "--seeds", "0"], ["--seeds must be at least 1"]),
@@ -311,6 +433,8 @@ def test_several_styles_only_for_fig3(tmp_path, capsys):
     a, b = write_image(tmp_path / "a.png"), write_image(tmp_path / "b.png")
     one_line_exit_2(capsys, ["fig4", "--style", str(a), "--style", str(b)],
                     "fig4 does not take --style more than once (it is for fig3)")
+    one_line_exit_2(capsys, ["styles", "--style", str(a), "--style", str(b)],
+                    "styles does not take --style more than once (it is for fig3)")
 
 
 def test_weights_are_passed_to_the_loader(tmp_path, capsys):
