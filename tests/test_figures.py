@@ -344,7 +344,8 @@ def test_fig4_defaults_to_five_ratios(tmp_path, fake_runs):
 def test_styles_takes_ratio_and_seeds(tmp_path, fake_runs):
     configs, _ = fake_runs
     output = tmp_path / "styles.png"
-    assert figures.main(["styles", "--ratio", "2e-3", "--seeds", "2", "--size", str(SIZE),
+    # 48 px: style_loss mrf needs a 3x3 patch at relu5_1 (smaller sizes are refused)
+    assert figures.main(["styles", "--ratio", "2e-3", "--seeds", "2", "--size", "48",
                          "--output", str(output), "--quiet"]) == 0
     assert len(configs) == 2 * len(STYLE_LOSSES)
     assert [c.style_loss[0][0] for c in configs] == 2 * list(STYLE_LOSSES)
