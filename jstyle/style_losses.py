@@ -44,11 +44,11 @@ SAMPLES = 4096
 
 
 class StyleTerm(NamedTuple):
-    """``target(features, blend, key)``: from the style images' responses at one layer (a
-    list of ``(H, W, N)``), the blend weights and a key; ``loss(F, target)``: one value per
-    image."""
+    """``target(features, blend, key, shape)``: from the style images' responses at one
+    layer (a list of ``(H, W, N)``), the blend weights, a key and the generated image's
+    ``(h, w)`` there; ``loss(F, target)``: one value per image."""
 
-    target: Callable[[Sequence[Array], Sequence[float], Array], Any]
+    target: Callable[[Sequence[Array], Sequence[float], Array, tuple[int, int]], Any]
     loss: Callable[[Array, Any], Array]
 
 
@@ -58,7 +58,7 @@ def _one(name: str, features: Sequence[Array]) -> Array:
     return features[0]
 
 
-def _mean_std(features, blend, key):
+def _mean_std(features, blend, key, shape):
     """The mixture's per-channel mean and standard deviation (its second moment is the
     blend of each image's, so one image gives :func:`jstyle.losses.mean_std_target`)."""
     parts = [losses.mean_std_target(F) for F in features]
@@ -67,7 +67,7 @@ def _mean_std(features, blend, key):
     return losses.MeanStd(mean, jnp.sqrt(jnp.maximum(second - mean ** 2, 0.0)))
 
 
-def _wasserstein(features, blend, key):
+def _wasserstein(features, blend, key, shape):
     """The Gaussian of the mixture of the style images' responses: its mean and covariance
     are the mixture's (exact), and the square root is taken of that covariance."""
     if len(features) == 1:
@@ -80,13 +80,13 @@ def _wasserstein(features, blend, key):
     return losses.Gaussian(mean, cov, losses.psd_sqrtm(cov))
 
 
-def _sliced(features, blend, key):
+def _sliced(features, blend, key, shape):
     F = _one("sliced_wasserstein", features)
     n = F.shape[-1]
     return losses.sliced_wasserstein_fixed_target(F, losses.random_directions(key, n, n))
 
 
-def _histogram(features, blend, key):
+def _histogram(features, blend, key, shape):
     return losses.histogram_target(_one("histogram", features))
 
 
@@ -97,7 +97,7 @@ def _sample(key: Array, count: int) -> Array | None:
     return jnp.sort(jax.random.choice(key, count, (SAMPLES,), replace=False))
 
 
-def _mrf(features, blend, key):
+def _mrf(features, blend, key, shape):
     target = losses.mrf_target(_one("mrf", features))
     keep = _sample(key, target.patches.shape[-2])
     if keep is None:
@@ -111,7 +111,8 @@ class _REMD(NamedTuple):
     positions: Array | None  # of the generated image's, drawn once
 
 
-def _remd_target_of(shape: tuple[int, ...], F: Array, key: Array) -> _REMD:
+def _remd(features, blend, key, shape) -> _REMD:
+    F = _one("remd", features)
     style_key, image_key = jax.random.split(key)
     h, w = F.shape[-3:-1]
     target = losses.remd_target(F, _sample(style_key, h * w))
@@ -132,7 +133,7 @@ TERMS: dict[str, StyleTerm] = {
     "sliced_wasserstein": StyleTerm(_sliced, losses.sliced_wasserstein_fixed_layer_loss),
     "histogram": StyleTerm(_histogram, losses.histogram_layer_loss),
     "mrf": StyleTerm(_mrf, losses.mrf_layer_loss),
-    "remd": StyleTerm(None, _remd_loss),  # its target needs the generated image's size
+    "remd": StyleTerm(_remd, _remd_loss),
 }
 assert set(TERMS) | {"gram"} == set(STYLE_LOSSES)
 assert {"gram", *BLENDED_STYLE_LOSSES} <= set(STYLE_LOSSES)
@@ -143,9 +144,7 @@ def targets(name: str, features: Sequence[Array], blend: Sequence[float], key: A
     """Loss ``name``'s target at one layer: from the style images' responses there
     ``features`` (a list of ``(H, W, N)``), blended by ``blend``, with ``key`` for what it
     draws once; ``image_shape`` ``(h, w)``: the generated image's responses' size there."""
-    if name == "remd":
-        return _remd_target_of(image_shape, _one(name, features), key)
-    return TERMS[name].target(features, blend, key)
+    return TERMS[name].target(features, blend, key, image_shape)
 
 
 def layer_loss(name: str, F: Array, target: Any) -> Array:
