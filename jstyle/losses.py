@@ -50,8 +50,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["gram_matrix", "content_loss", "style_layer_loss", "style_loss",
-    "guided_gram_matrix", "guided_style_layer_loss", "total_variation_loss", "total_loss",
+__all__ = ["gram_matrix", "content_loss", "style_layer_loss", "gram_layer_loss", "style_loss",
+    "guided_gram_matrix", "guided_style_layer_loss", "guided_gram_layer_loss",
+    "total_variation_loss", "total_loss",
     "MeanStd", "mean_std_target", "mean_std_layer_loss",
     "psd_sqrtm", "trace_sqrt", "Gaussian", "wasserstein_target", "wasserstein_layer_loss",
     "sliced_wasserstein_target", "sliced_wasserstein_projected", "sliced_wasserstein_layer_loss",
@@ -115,10 +116,22 @@ def style_layer_loss(F: Array, A: Array) -> Array:
       F: responses of the generated image at layer l, ``(..., H, W, N)``.
       A: Gram matrix of the style image at layer l, ``(..., N, N)`` (see :func:`gram_matrix`).
     """
-    h, w, n = F.shape[-3:]
-    m = h * w
-    G = gram_matrix(F)
-    return jnp.sum(jnp.square(G - A), axis=(-2, -1)) / (4.0 * n**2 * m**2)
+    h, w, _ = F.shape[-3:]
+    return gram_layer_loss(gram_matrix(F), A, h * w)
+
+
+def gram_layer_loss(G: Array, A: Array, positions: int) -> Array:
+    """Eq. 4 from the Gram matrix itself: E_l = 1 / (4 N_l^2 M_l^2) sum_ij (G_ij - A_ij)^2,
+    with M_l = ``positions``. What :func:`style_layer_loss` computes, for a G summed
+    elsewhere (tile by tile: :mod:`jstyle.tiling`).
+
+    Args:
+      G: Gram matrix of the generated image at layer l, ``(..., N, N)``.
+      A: the style image's, same shape.
+      positions: M_l, the positions of layer l's response to the whole image.
+    """
+    n = G.shape[-1]
+    return jnp.sum(jnp.square(G - A), axis=(-2, -1)) / (4.0 * n**2 * positions**2)
 
 
 def style_loss(
@@ -166,10 +179,24 @@ def guided_style_layer_loss(F: Array, A: Array, T: Array) -> Array:
         area (a style image's Gram matrix times M_r / M_style).
       T: the regions' masks at layer l, ``(R, H, W)``.
     """
-    h, w, n = F.shape[-3:]
-    area = jnp.sum(T, axis=(-2, -1))
-    G = guided_gram_matrix(F, T)
-    scale = jnp.where(area > 0, 1.0 / (4.0 * n**2 * h * w * jnp.maximum(area, 1e-12)), 0.0)
+    h, w, _ = F.shape[-3:]
+    return guided_gram_layer_loss(guided_gram_matrix(F, T), A, jnp.sum(T, axis=(-2, -1)),
+                                  h * w)
+
+
+def guided_gram_layer_loss(G: Array, A: Array, area: Array, positions: int) -> Array:
+    """:func:`guided_style_layer_loss` from the guided Gram matrices themselves, for G
+    summed elsewhere (tile by tile: :mod:`jstyle.tiling`).
+
+    Args:
+      G: each region's guided Gram matrix at layer l, ``(..., R, N, N)``.
+      A: each region's target, same shape.
+      area: M_r, each region's area at layer l ``(R,)`` (the sum of its mask).
+      positions: M_l, the positions of layer l's response to the whole image.
+    """
+    n = G.shape[-1]
+    scale = jnp.where(area > 0, 1.0 / (4.0 * n**2 * positions * jnp.maximum(area, 1e-12)),
+                      0.0)
     return jnp.sum(jnp.sum(jnp.square(G - A), axis=(-2, -1)) * scale, axis=-1)
 
 

@@ -17,13 +17,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jstyle import losses, style_losses
+from jstyle import losses, style_losses, tiling
 from jstyle.layers import downsampling, layer_index
 from jstyle.options import STYLE_LOSSES
 from jstyle.preprocessing import Preprocessing, to_network
 from jstyle.vgg import extract_features
 
-__all__ = ["Objective", "Targets", "network_params", "features", "layer_masks",
+__all__ = ["Objective", "Targets", "network_params", "features", "whole_features",
+    "layer_masks",
     "compute_targets", "loss_terms", "total_objective", "objective_and_terms",
     "gradient_norms", "balanced_content_weight"]
 
@@ -51,6 +52,11 @@ class Objective:
         layer, each times its weight (the paper: ``(("gram", 1.0),)``, eq. 4; the others:
         :mod:`jstyle.style_losses`).
       seed: draws what a style loss fixes for a run (projections, sampled positions).
+      tile: exact tiled evaluation (:mod:`jstyle.tiling`): the network runs on crops of
+        tiles at most this many pixels a side plus their halos, so that its memory is one
+        crop's whatever the image's size; the loss and gradient are the whole image's. 0
+        (the default): the whole image at once. Only eq. 4's Gram matrices (and eq. 1) are
+        sums over positions, so the other style losses take no tiles.
       precision: ``"float32"`` (the paper) or ``"bfloat16"``: the network (its weights,
         convolutions, poolings and responses) in bfloat16, with float32 accumulation in
         the convolutions; the losses, the Gram matrices, the image and its gradient, and
@@ -69,6 +75,16 @@ class Objective:
     precision: str = "float32"
     style_losses: tuple[tuple[str, float], ...] = (("gram", 1.0),)
     seed: int = 0
+    tile: int = 0
+
+    def plan(self, height: int, width: int) -> tiling.Plan | None:
+        """The tiles of a ``height`` x ``width`` image under :attr:`tile`; None when the
+        image is evaluated whole (no tiles, or one crop would be all of it)."""
+        plan = tiling.plan(height, width, self.tile, self.layers)
+        if plan is not None and not all(name == "gram" for name, _ in self.style_losses):
+            raise ValueError("tiled evaluation needs style losses that are sums over "
+                             "positions: style_loss gram")
+        return plan
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -143,6 +159,52 @@ def features(params: dict, image: Array, objective: Objective, layers: Sequence[
     return out if image.ndim == 4 else {k: v[0] for k, v in out.items()}
 
 
+def whole_features(params: dict, image: Array, objective: Objective,
+                   layers: Sequence[str]) -> dict:
+    """:func:`features` of one image ``(H, W, 3)``, computed tile by tile under the
+    objective's tiles (:meth:`Objective.plan`) and put together: the same responses, with
+    the network's memory one crop's. For targets (not differentiated)."""
+    plan = objective.plan(*image.shape[-3:-1])
+    if plan is None or not layers:
+        return features(params, image, objective, layers)
+    height, width = image.shape[-3:-1]
+    factors = {name: downsampling(name) for name in layers}
+    shapes = jax.eval_shape(lambda x: features(params, x, objective, layers),
+                            jax.ShapeDtypeStruct((*plan.crop, 3), image.dtype))
+    whole = {name: jnp.zeros((tiling.layer_size(height, d), tiling.layer_size(width, d),
+                              shapes[name].shape[-1]), jnp.float32)
+             for name, d in factors.items()}
+
+    def put(out, tile):
+        F = features(params, tiling.crop(image, tile, plan.crop), objective, layers)
+        for name, d in factors.items():
+            core = tiling.core_mask(tile, plan.crop, d)[..., None] > 0
+            kept = jnp.where(core, F[name], tiling.at_layer(out[name], tile, plan.crop, d))
+            out[name] = jax.lax.dynamic_update_slice(out[name], kept,
+                                                     (tile[0] // d, tile[1] // d, 0))
+        return out, None
+
+    return jax.lax.scan(put, whole, jnp.asarray(plan.tiles))[0]
+
+
+def _gram_matrices(params: dict, image: Array, objective: Objective,
+                   layers: Sequence[str]) -> dict:
+    """Eq. 3's G^l of one image at ``layers`` (unnormalised), tile by tile under the
+    objective's tiles, so that a large style image never has all its responses at once."""
+    plan = objective.plan(*image.shape[-3:-1])
+    if plan is None:
+        return {name: losses.gram_matrix(F)
+                for name, F in features(params, image, objective, layers).items()}
+
+    def one(tile):
+        F = features(params, tiling.crop(image, tile, plan.crop), objective, layers)
+        return {name: losses.gram_matrix(
+            F[name] * tiling.core_mask(tile, plan.crop, downsampling(name))[..., None])
+            for name in layers}
+
+    return tiling.scan(one, plan)
+
+
 def layer_masks(masks: Array, factor: int) -> Array:
     """Masks ``(R, H, W)`` at the resolution of a layer ``factor`` times smaller: the mean of
     each ``factor`` x ``factor`` block, an odd last row or column dropped as the network's
@@ -181,14 +243,14 @@ def compute_targets(
     """
     content_names = [n for n, _ in objective.content_layers]
     style_names = [n for n, _ in objective.style_layers]
-    content = features(params, content_image, objective, content_names)
+    content = whole_features(params, content_image, objective, content_names)
     height, width = content_image.shape[-3:-1]
-    responses = [features(params, image, objective, style_names) for image in style_images]
     if style_blend is None:
         style_blend = [1.0 / len(style_images)] * len(style_images)
     statistics = None
     others = [name for name, _ in objective.style_losses if name != "gram"]
     if others:
+        responses = [features(params, image, objective, style_names) for image in style_images]
         if masks is not None:
             raise ValueError(f"style losses {others} have no per-region form; masks need "
                              "style_loss: gram")
@@ -204,12 +266,14 @@ def compute_targets(
                     name, [r[layer] for r in responses], style_blend, key,
                     (height // d, width // d))
     grams = []
-    for style in responses if objective.gram else []:
+    for image in style_images if objective.gram else []:
         scaled = {}
-        for name, F in style.items():
+        for name, G in _gram_matrices(params, image, objective, style_names).items():
             d = downsampling(name)
-            positions = (height // d) * (width // d) / (F.shape[-3] * F.shape[-2])
-            scaled[name] = positions * losses.gram_matrix(F)
+            positions = ((height // d) * (width // d)
+                         / (tiling.layer_size(image.shape[-3], d)
+                            * tiling.layer_size(image.shape[-2], d)))
+            scaled[name] = positions * G
         grams.append(scaled)
     if masks is not None:
         if len(masks) != len(style_images):
@@ -233,12 +297,19 @@ def loss_terms(image: Array, params: dict, targets: Targets, objective: Objectiv
     Keys: ``total``, ``content``, ``style``, ``tv``, ``content/<layer>``,
     ``style/<layer>`` (the latter two not weighted by w_l: eq. 1 and eq. 4 as written, or
     the style losses' sum, each times its weight).
+
+    Under the objective's tiles (:attr:`Objective.tile`) the same terms come from sums
+    over the tiles (:func:`_tiled_terms`).
     """
-    F = features(params, image, objective, objective.layers)
+    plan = objective.plan(*image.shape[-3:-1]) if image.ndim == 3 else None
+    w = objective.weights() if targets.weights is None else targets.weights
     terms = {}
+    if plan is not None:
+        terms = _tiled_terms(image, params, targets, objective, plan)
+        return _totals(image, terms, w, objective)
+    F = features(params, image, objective, objective.layers)
     for name, _ in objective.content_layers:
         terms[f"content/{name}"] = losses.content_loss(F[name], targets.content[name])
-    w = objective.weights() if targets.weights is None else targets.weights
     for name, _ in objective.style_layers:
         term = 0.0
         for loss, _ in objective.style_losses:
@@ -251,6 +322,54 @@ def loss_terms(image: Array, params: dict, targets: Targets, objective: Objectiv
                                                    targets.masks[name])
             term = term + w[f"loss/{loss}"] * E
         terms[f"style/{name}"] = term
+    return _totals(image, terms, w, objective)
+
+
+def _tiled_terms(image: Array, params: dict, targets: Targets, objective: Objective,
+                 plan: tiling.Plan) -> dict:
+    """``content/<layer>`` and ``style/<layer>`` of :func:`loss_terms` from sums over
+    ``plan``'s tiles: eq. 1's squared error and eq. 3's G^l (guided, with masks) summed
+    over each tile's core, then eq. 4 (or its guided form) of the sums."""
+    height, width = image.shape[-3:-1]
+
+    def one(tile):
+        F = features(params, tiling.crop(image, tile, plan.crop), objective, objective.layers)
+        sums = {}
+        for name, _ in objective.content_layers:
+            d = downsampling(name)
+            core = tiling.core_mask(tile, plan.crop, d)[..., None]
+            P = tiling.at_layer(targets.content[name], tile, plan.crop, d)
+            sums[f"content/{name}"] = 0.5 * jnp.sum(core * jnp.square(F[name] - P))
+        for name, _ in objective.style_layers:
+            d = downsampling(name)
+            core = tiling.core_mask(tile, plan.crop, d)
+            if targets.masks is None:
+                G = losses.gram_matrix(F[name] * core[..., None])
+            else:
+                T = tiling.at_layer(targets.masks[name], tile, plan.crop, d,
+                                    channels_last=False)
+                G = losses.guided_gram_matrix(F[name], T * core)
+            sums[f"gram/{name}"] = G
+        return sums
+
+    sums = tiling.scan(one, plan)
+    w = objective.weights() if targets.weights is None else targets.weights
+    terms = {k: v for k, v in sums.items() if k.startswith("content/")}
+    for name, _ in objective.style_layers:
+        d = downsampling(name)
+        positions = tiling.layer_size(height, d) * tiling.layer_size(width, d)
+        G = sums[f"gram/{name}"]
+        if targets.masks is None:
+            E = losses.gram_layer_loss(G, targets.style[name], positions)
+        else:
+            area = jnp.sum(targets.masks[name], axis=(-2, -1))
+            E = losses.guided_gram_layer_loss(G, targets.style[name], area, positions)
+        terms[f"style/{name}"] = w["loss/gram"] * E
+    return terms
+
+
+def _totals(image: Array, terms: dict, w: dict, objective: Objective) -> dict:
+    """Eqs. 5 and 7 (and the optional total variation) from each layer's term."""
     content = sum(w[f"content/{n}"] * terms[f"content/{n}"] for n, _ in objective.content_layers)
     style = sum(w[f"style/{n}"] * terms[f"style/{n}"] for n, _ in objective.style_layers)
     tv = losses.total_variation_loss(image) if objective.tv_weight else jnp.zeros(())
