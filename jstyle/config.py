@@ -27,14 +27,19 @@ from jstyle.options import (
     BOUNDS,
     LBFGS_BACKENDS,
     LINE_SEARCHES,
+    MIN_TILE,
     NOISE_AMPLITUDE,
     OPTIMIZERS,
+    OUTPUT_BITS,
+    OUTPUT_FORMATS,
     POOLING,
     PRECISIONS,
     PRESERVE_COLOR,
     SHARDING_MODES,
     STYLE_LOSSES,
+    TILE_AUTO,
     check_weights_value,
+    output_format_for,
 )
 
 __all__ = ["Config", "FIELDS", "resolve", "read_yaml", "parse_override", "BASE_KEY"]
@@ -74,7 +79,13 @@ class Config:
         "none", "keep the content's colours (Gatys et al. 2016, 'Preserving Color in Neural "
         "Artistic Style Transfer'): none, luminance (transfer on luminance only) or histogram "
         "(match the style images' colours to the content first)", choices=PRESERVE_COLOR)
-    output: str = _key("out/stylized.png", "output PNG; a JSON sidecar is written beside it")
+    output: str = _key("out/stylized.png", "output image (.png, or .tif/.tiff for "
+                       "output_format tiff16); a JSON sidecar is written beside it")
+    output_format: str | None = _key(
+        None, "the output file: png8 (8 bits per channel), png16 or tiff16 (16 bits per "
+        "channel, for printing); the content photo's ICC profile and DPI are carried over; "
+        "none: from output's extension (.png: png8, .tif/.tiff: tiff16)",
+        choices=OUTPUT_FORMATS)
     size: int = _key(512, "longest side of the output in pixels; the content photo is resized "
                      "to it and the style image to the content's size (the paper)")
     iterations: int = _key(500, "optimiser steps")
@@ -134,6 +145,11 @@ class Config:
     remat: bool = _key(False, "rematerialise VGG-19's blocks in the backward pass "
                        "(jax.checkpoint); the same result, about a fifth more time; measured "
                        "to lower no peak on CPU (see Scaling in the README)")
+    tile_size: int | str = _key(
+        TILE_AUTO, "exact tiled evaluation for images larger than memory: the network runs on "
+        "tiles of this many pixels a side (plus halos), with the whole image's loss and "
+        "gradient; 0: never; auto: tiles only when the whole image would need more than "
+        "half the memory available, the largest that fit (style_loss gram only)")
     sharding: str = _key(
         "none", "several devices, with JAX's SPMD: none (one device), batch (a batch's photos "
         "split over the devices) or spatial (one image's rows split over the devices)",
@@ -155,6 +171,17 @@ class Config:
         out["style_layers"] = dict(self.style_layers)
         out["style_loss"] = dict(self.style_loss)
         return out
+
+    @property
+    def image_format(self) -> str:
+        """The format of the output file: output_format, or the one output's extension
+        implies (:func:`jstyle.options.output_format_for`)."""
+        return output_format_for(self.output, self.output_format)
+
+    @property
+    def image_bits(self) -> int:
+        """Bits per channel of the output file: the quantisation of the delivered image."""
+        return OUTPUT_BITS[self.image_format]
 
     @property
     def stage_iterations(self) -> int:
@@ -319,6 +346,8 @@ def _validate(key: str, value: Any) -> Any:
         if not isinstance(value, str) or not value:
             raise _fail(key, f"expected a non-empty string, got {value!r}")
         return value
+    if key == "output_format" and value is None:  # from output's extension
+        return None
     if key == "lbfgs_backend" and value == "optax":
         raise _fail(key, "'optax' is gone: it could neither keep the pixels in [0, 1] nor "
                     "report its loss terms without an extra pass; use jstyle (the default) "
@@ -326,6 +355,17 @@ def _validate(key: str, value: Any) -> Any:
     if choices:
         if value not in choices:
             raise _fail(key, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+    if key == "tile_size":
+        if value == TILE_AUTO:
+            return value
+        if isinstance(value, str) and not isinstance(_as_number(value), (int, float)):
+            raise _fail(key, f"must be 0 (off), {TILE_AUTO} or a tile size in pixels, got "
+                        f"{value!r}")
+        value = _number(key, value, int, 0)
+        if 0 < value < MIN_TILE:
+            raise _fail(key, f"must be 0 (off), auto or at least {MIN_TILE} px (smaller "
+                        f"tiles spend most of their work on halos), got {value}")
         return value
     if key == "remat":
         if not isinstance(value, bool):
@@ -363,6 +403,7 @@ def resolve(values: Mapping[str, Any]) -> Config:
                               f"keys: {', '.join(FIELDS)}")
         checked[key] = _validate(key, value)
     config = Config(**checked)
+    output_format_for(config.output, config.output_format)  # the extension must fit
     sizes = (*config.coarse_sizes, config.size)
     if any(a >= b for a, b in itertools.pairwise(sizes)):
         raise _fail("coarse_sizes", f"must grow, smallest first, and stay below size "
@@ -397,6 +438,13 @@ def resolve(values: Mapping[str, Any]) -> Config:
         raise _fail("style_loss", f"{', '.join(single)} matches one style image's "
                     f"distribution, and {count} are given; give one, or use "
                     f"{', '.join(BLENDED_STYLE_LOSSES)} (which blend several)")
+    if config.tile_size not in (0, TILE_AUTO):
+        if others:
+            raise _fail("tile_size", f"{', '.join(others)} is not a sum over positions, so it "
+                        "cannot be summed tile by tile; use style_loss: gram, or tile_size: 0")
+        if config.sharding == "spatial":
+            raise _fail("tile_size", "sharding: spatial already splits the image's rows over "
+                        "the devices; set tile_size: 0 (or auto), or sharding: none")
     if config.sharding != "none" and config.masks:
         raise _fail("sharding", "spatial control (masks) runs on one device; set sharding: none")
     if config.sharding == "batch" and config.preserve_color != "none":

@@ -79,8 +79,8 @@ class Result(NamedTuple):
     objective evaluations, timings, and why the run stopped early (if it did).
 
     ``terms`` are the optimiser's: eq. 7 of the float image it ended at. ``delivered`` are
-    those of the image a user receives, the 8-bit rounding a PNG stores
-    (:func:`jstyle.preprocessing.delivered`); with the pixels kept in the box the two agree
+    those of the image a user receives, the rounding its file stores (8 or 16 bits per
+    channel: :func:`jstyle.preprocessing.delivered`); with the pixels kept in the box the two agree
     to the rounding's effect. ``state``: after an interrupt, the solver's state (host
     arrays) to continue from with ``optimise(state=...)``; else None."""
 
@@ -90,7 +90,7 @@ class Result(NamedTuple):
     evaluations: int  # objective-and-gradient evaluations, line searches included
     timings: dict[str, float]
     stopped: str | None = None  # None: all iterations ran
-    delivered: dict[str, float] | None = None  # loss terms of the saved 8-bit image
+    delivered: dict[str, float] | None = None  # loss terms of the image as its file saves it
     evaluations_history: list[int] | None = None  # evaluations of each iteration
     state: Any = None  # the solver state of an interrupted run
 
@@ -392,7 +392,8 @@ def optimise(params, contents: np.ndarray, styles: Sequence[np.ndarray], blend, 
              init: np.ndarray, objective: Objective, solver: Solver, *,
              iterations: int | Sequence[int], mesh: Mesh, batched: bool,
              state: Any = None, offset: int | Sequence[int] = 0, save_every: int = 0,
-             on_chunk: Callable[[Report], None] | None = None) -> list[Result]:
+             on_chunk: Callable[[Report], None] | None = None,
+             delivered_bits: int = 8) -> list[Result]:
     """Targets, compilation and the chunked optimisation of ``B`` problems: ``batched``,
     ``contents`` and ``init`` are ``(B, H, W, 3)`` sharded on the batch axis; else ``B = 1``,
     they are ``(H, W, 3)`` and their rows are sharded (a mesh of one device: a plain run).
@@ -409,6 +410,8 @@ def optimise(params, contents: np.ndarray, styles: Sequence[np.ndarray], blend, 
       offset: iterations made before this call (per problem or for all), so that chunks
         end on every multiple of ``save_every`` (if > 0) counted from the run's start.
       on_chunk: called with a :class:`Report` after each chunk.
+      delivered_bits: bits per channel of the file the image is saved as (its config's
+        ``image_bits``): each result's ``delivered`` terms are of that quantisation.
 
     Returns one :class:`Result` per problem. A loss or image that becomes NaN or infinite
     stops that problem: its result keeps the last finite image, and ``stopped`` says why.
@@ -417,11 +420,13 @@ def optimise(params, contents: np.ndarray, styles: Sequence[np.ndarray], blend, 
     """
     with stoppable():
         return _optimise(params, contents, styles, blend, masks, init, objective, solver,
-                         iterations, mesh, batched, state, offset, save_every, on_chunk)
+                         iterations, mesh, batched, state, offset, save_every, on_chunk,
+                         delivered_bits)
 
 
 def _optimise(params, contents, styles, blend, masks, init, objective, solver, iterations,
-              mesh, batched, state, offset, save_every, on_chunk) -> list[Result]:
+              mesh, batched, state, offset, save_every, on_chunk,
+              delivered_bits=8) -> list[Result]:
     t0 = time.perf_counter()
     if not batched and mesh.size > 1:
         solver = for_spatial_split(solver)
@@ -465,7 +470,7 @@ def _optimise(params, contents, styles, blend, masks, init, objective, solver, i
             stale = [needs_final_evaluation(t, solver) for t in last]
             fresh = evaluate(saved) if any(stale) else list(last)  # one pass serves all
             terms = [f if s else t for s, f, t in zip(stale, fresh, last, strict=True)]
-            received = evaluate(delivered(saved))
+            received = evaluate(delivered(saved, delivered_bits))
         states = [None] * count
         if interrupted and "state" in placed:
             try:

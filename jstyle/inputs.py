@@ -21,9 +21,12 @@ from jstyle.config import Config
 from jstyle.errors import JStyleError
 from jstyle.images import (
     IMAGE_SUFFIXES,
+    DeepImage,
+    PrintInfo,
     fit_longest,
     fitted_size,
     from_array,
+    print_info,
     read_image,
     resize_to,
     to_array,
@@ -33,13 +36,15 @@ from jstyle.options import INITS
 
 class Inputs(NamedTuple):
     """Float32 RGB arrays in [0, 1] (styles at the content's size times style_scale; init at
-    the content's), spatial-control masks, and where each came from."""
+    the content's), spatial-control masks, where each came from, and what the output carries
+    over from the content photo for printing (its ICC profile and DPI)."""
 
     content: np.ndarray
     styles: list[np.ndarray]
     init: str | np.ndarray  # one of INITS, or an image
     sources: dict
     masks: np.ndarray | None = None  # (R, H, W) in [0, 1] at the content's size, one per style
+    print_info: PrintInfo = PrintInfo()
 
 
 
@@ -85,9 +90,9 @@ def mask_array(image: Image.Image, height: int, width: int, name: str) -> np.nda
 
 def prepare_inputs(
     config: Config,
-    content: Image.Image | None,
-    styles: Sequence[Image.Image] | None,
-    init: Image.Image | None = None,
+    content: Image.Image | DeepImage | None,
+    styles: Sequence[Image.Image | DeepImage] | None,
+    init: Image.Image | DeepImage | None = None,
     check: Callable[[int, int], object] | None = None,
     masks: Sequence[Image.Image] | None = None,
 ) -> Inputs:
@@ -137,10 +142,12 @@ def prepare_inputs(
 
 def load_inputs(config: Config, check: Callable[[int, int], object] | None = None) -> Inputs:
     """Read every image ``config`` names (defaults where it names none), then
-    :func:`prepare_inputs`; ``sources`` records the paths or default names."""
-    content = read_image(config.content) if config.content else None
-    styles = [read_image(p) for p in config.style]
-    init = read_image(config.init) if config.init not in INITS else None
+    :func:`prepare_inputs`; ``sources`` records the paths or default names. The content,
+    style and start images are read deep (a 16-bit PNG or TIFF exactly, not rounded to 8
+    bits); the content photo's ICC profile and DPI are kept for the output."""
+    content = read_image(config.content, deep=True) if config.content else None
+    styles = [read_image(p, deep=True) for p in config.style]
+    init = read_image(config.init, deep=True) if config.init not in INITS else None
     masks = [read_image(p) for p in config.masks]
     inputs = prepare_inputs(config, content, styles, init, check, masks)
     sources = {
@@ -150,4 +157,5 @@ def load_inputs(config: Config, check: Callable[[int, int], object] | None = Non
     }
     if config.masks:
         sources["masks"] = list(config.masks)
-    return inputs._replace(sources=sources)
+    info = print_info(config.content) if config.content else PrintInfo()
+    return inputs._replace(sources=sources, print_info=info)

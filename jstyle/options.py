@@ -22,9 +22,17 @@ from jstyle.errors import JStyleError
 __all__ = ["OPTIMIZERS", "PRECISIONS", "STYLE_LOSSES", "BLENDED_STYLE_LOSSES", "BALANCES",
     "BALANCE_RATIO",
     "LBFGS_BACKENDS", "LINE_SEARCHES", "BOUNDS", "POOLING", "INITS", "NOISE_AMPLITUDE",
-    "PRESERVE_COLOR", "SHARDING_MODES", "BASE_VARIANT",
+    "PRESERVE_COLOR", "SHARDING_MODES", "TILE_AUTO", "MIN_TILE",
+    "OUTPUT_FORMATS", "OUTPUT_BITS", "OUTPUT_SUFFIXES",
+    "output_format_for", "BASE_VARIANT",
     "NORMALIZED_VARIANT", "VARIANT_FILES", "VARIANTS", "unknown_variant",
     "check_weights_value"]
+
+#: ``tile_size``'s word for "tiles only when the whole image would not fit"
+#: (:mod:`jstyle.memory`), and the smallest tile it takes in pixels: below it the halos
+#: (80 px for the paper's layers, :mod:`jstyle.tiling`) are most of the work.
+TILE_AUTO = "auto"
+MIN_TILE = 64
 
 #: Optimisers of the image: L-BFGS (the paper's) and Adam.
 OPTIMIZERS: tuple[str, ...] = ("lbfgs", "adam")
@@ -78,6 +86,40 @@ PRESERVE_COLOR: tuple[str, ...] = ("none", "luminance", "histogram")
 
 #: Ways to run over several devices: none (one device), data parallel, spatial.
 SHARDING_MODES: tuple[str, ...] = ("none", "batch", "spatial")
+
+#: The files a run writes: an 8-bit PNG, a PNG of 16 bits per channel, or a TIFF of 16 bits
+#: per channel (deflate-compressed), each the float image quantised once
+#: (:func:`jstyle.preprocessing.quantize`) at the format's bit depth.
+OUTPUT_FORMATS: tuple[str, ...] = ("png8", "png16", "tiff16")
+#: Each output format's bits per channel: the quantisation the delivered loss is measured at.
+OUTPUT_BITS: dict[str, int] = {"png8": 8, "png16": 16, "tiff16": 16}
+#: The file name endings each output format takes (lower case; the first is its usual one).
+OUTPUT_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "png8": (".png",), "png16": (".png",), "tiff16": (".tif", ".tiff")}
+
+
+def output_format_for(output: str, output_format: str | None) -> str:
+    """The format of the file ``output`` names: ``output_format`` when given (its ending must
+    be one of that format's), else the one its ending implies (.png: png8, .tif or .tiff:
+    tiff16). A :class:`JStyleError` line, naming the fix, when the two disagree or the
+    ending is none of them."""
+    suffix = Path(output).suffix.lower()
+    if output_format is None:
+        for name in OUTPUT_FORMATS:  # png8 before png16: a plain .png is 8-bit
+            if suffix in OUTPUT_SUFFIXES[name]:
+                return name
+        raise JStyleError(f"config key 'output': {output} must end in .png (output_format png8 "
+                          "or png16) or .tif/.tiff (tiff16); rename it")
+    if suffix not in OUTPUT_SUFFIXES[output_format]:
+        usual = OUTPUT_SUFFIXES[output_format][0]
+        others = [n for n in OUTPUT_FORMATS if suffix in OUTPUT_SUFFIXES[n]]
+        instead = f", or set output_format to {' or '.join(others)}" if others else ""
+        raise JStyleError(f"config key 'output_format': {output_format} writes "
+                          f"{'/'.join(OUTPUT_SUFFIXES[output_format])} files, but output "
+                          f"{output} ends in {suffix or 'no extension'}; name the output "
+                          f"{Path(output).parent / (Path(output).stem + usual)}{instead}")
+    return output_format
+
 
 #: The network as trained (Simonyan & Zisserman).
 BASE_VARIANT = "vgg19"

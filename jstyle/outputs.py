@@ -1,7 +1,9 @@
 """What a run leaves on disk, and how an interrupted run is picked up again.
 
-Beside ``out.png`` a run writes ``out.json`` (its record: resolved config, losses,
-history, timings, ...). A run that stops early also writes ``out.resume.npz`` -- the
+Beside ``out.png`` (or ``out.tif``: the ``output_format``, see
+:func:`jstyle.options.output_format_for`) a run writes ``out.json`` (its record: resolved
+config, losses, history, timings, the file's format and what it carries over from the
+content photo for printing, ...). A run that stops early also writes ``out.resume.npz`` -- the
 phase it stopped in, its iterations there, the float32 image it had reached and the
 optimiser's state (the L-BFGS history included), in a versioned format -- and marks the
 record ``incomplete``; ``--resume`` continues from it exactly. Every file is written
@@ -22,7 +24,8 @@ import numpy as np
 
 from jstyle.errors import JStyleError
 from jstyle.fileio import write_bytes_atomic
-from jstyle.images import save_png
+from jstyle.images import PrintInfo, save_image
+from jstyle.options import OUTPUT_BITS, output_format_for
 
 
 def sidecar_path(output: Path) -> Path:
@@ -31,8 +34,17 @@ def sidecar_path(output: Path) -> Path:
 
 
 def frame_path(output: Path, iteration: int) -> Path:
-    """``out.png`` -> ``out_00100.png``: the image at an iteration (``save_every``)."""
-    return output.with_name(f"{output.stem}_{iteration:05d}.png")
+    """``out.png`` -> ``out_00100.png``: the image at an iteration (``save_every``), in the
+    output's format (``out.tif`` -> ``out_00100.tif``)."""
+    return output.with_name(f"{output.stem}_{iteration:05d}{output.suffix}")
+
+
+def save_frame(output: Path, iteration: int, image: np.ndarray, config,
+               info: PrintInfo | None = None) -> Path:
+    """The image at an iteration (``save_every``) beside ``output``, written as the output
+    is (its format, the content photo's ICC profile and DPI)."""
+    return save_image(frame_path(output, iteration), image,
+                      output_format_for(str(output), config.output_format), info=info)
 
 
 def loss_curve_path(output: Path) -> Path:
@@ -67,7 +79,7 @@ def write_report(output: Path, record: dict[str, Any], image: np.ndarray) -> Non
     if not every or record.get("incomplete"):
         return
     steps = [i for i in range(every, config["iterations"], every) if frame_path(output, i).exists()]
-    frames = [to_array(read_image(frame_path(output, i))) for i in steps] + [image]
+    frames = [to_array(read_image(frame_path(output, i), deep=True)) for i in steps] + [image]
     labels = [str(i) for i in steps] + [str(config["iterations"])]
     gif, sheet = progression_paths(output)
     report.progression_gif(frames, gif)
@@ -115,10 +127,13 @@ def _resume_bytes(point: SavedPoint) -> bytes:
 
 
 def write_outputs(output: Path, image: np.ndarray, record: dict[str, Any],
-                  resume: SavedPoint | None = None) -> None:
-    """The PNG (its config in a text chunk), the JSON record and, for an incomplete run,
-    the resume file (removed again once a run completes)."""
-    save_png(output, image, {"jstyle:config": json.dumps(record["config"])})
+                  resume: SavedPoint | None = None, info: PrintInfo | None = None) -> None:
+    """The image in its format (its config in a PNG text chunk or the TIFF's description;
+    ``info``: the content photo's ICC profile and DPI), the JSON record and, for an
+    incomplete run, the resume file (removed again once a run completes)."""
+    image_format = output_format_for(str(output), record["config"].get("output_format"))
+    save_image(output, image, image_format, {"jstyle:config": json.dumps(record["config"])},
+               info)
     if record.get("incomplete") and resume is not None:
         write_bytes_atomic(resume_path(output), _resume_bytes(resume))
     else:
@@ -128,12 +143,14 @@ def write_outputs(output: Path, image: np.ndarray, record: dict[str, Any],
 
 
 def config_from_image(path: str | Path) -> dict[str, Any]:
-    """The config a jstyle PNG carries in its ``jstyle:config`` text chunk."""
-    from jstyle.images import read_png_text
+    """The config a jstyle image carries: a PNG's ``jstyle:config`` text chunk, a TIFF's
+    description (:func:`jstyle.images.read_image_text`)."""
+    from jstyle.images import read_image_text
 
-    text = read_png_text(Path(path)).get("jstyle:config")
+    text = read_image_text(Path(path)).get("jstyle:config")
     if text is None:
-        raise JStyleError(f"{path} carries no jstyle config (only PNGs written by jstyle do)")
+        raise JStyleError(f"{path} carries no jstyle config (only the PNGs and TIFFs jstyle "
+                          "writes do)")
     try:
         values = json.loads(text)
     except ValueError:
@@ -217,6 +234,37 @@ def balance_record(config, content_weight: float, result) -> dict[str, Any]:
     return out
 
 
+def icc_description(profile: bytes) -> str | None:
+    """An ICC profile's own description (``sRGB IEC61966-2.1``), None where Pillow's
+    ImageCms is missing or cannot read the profile (it is embedded all the same)."""
+    try:
+        from PIL import ImageCms
+    except ImportError:  # Pillow built without littlecms
+        return None
+    try:
+        text = ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(profile)))
+    except (OSError, ValueError, TypeError, ImageCms.PyCMSError):
+        return None
+    return text.strip() or None
+
+
+def output_record(config, info: PrintInfo | None) -> dict[str, Any]:
+    """The sidecar's account of the file written: its format and bits per channel, and what
+    it carries over from the content photo for printing: the ICC profile (its size, SHA-256
+    and description) and the resolution in DPI, each None where the photo had none."""
+    import hashlib
+
+    info = info or PrintInfo()
+    icc = info.icc_profile
+    return {
+        "format": config.image_format, "bits": OUTPUT_BITS[config.image_format],
+        "icc_profile": None if not icc else {
+            "bytes": len(icc), "sha256": hashlib.sha256(icc).hexdigest(),
+            "description": icc_description(icc)},
+        "dpi": None if info.dpi is None else [round(d, 4) for d in info.dpi],
+    }
+
+
 def run_record(config, inputs, weights, result, stages: list, history: list[float],
                terms_history: list[dict], evaluations: int, estimate: int,
                started: float) -> dict[str, Any]:
@@ -225,6 +273,7 @@ def run_record(config, inputs, weights, result, stages: list, history: list[floa
 
     from jstyle import __version__
     from jstyle import precision as precisions
+    from jstyle.memory import tiling_record
 
     height, width = inputs.content.shape[:2]
     record = {
@@ -233,8 +282,10 @@ def run_record(config, inputs, weights, result, stages: list, history: list[floa
         "inputs": inputs.sources,
         "size": {"height": height, "width": width},
         "losses": result.terms,
-        # eq. 7 of the PNG as saved (8-bit); "losses" are the optimiser's, of its float image
+        # eq. 7 of the image as saved (quantised at output.bits); "losses" are the
+        # optimiser's, of its float image
         "delivered_losses": result.delivered,
+        "output": output_record(config, inputs.print_info),
         "history": history,
         "terms_history": terms_history,
         "coarse_stages": stages,
@@ -242,6 +293,7 @@ def run_record(config, inputs, weights, result, stages: list, history: list[floa
         "evaluations_per_iteration": result.evaluations_history,
         "timings": {**result.timings, "total_s": time.perf_counter() - started},
         "memory": {"estimate_bytes": estimate, "peak_rss_bytes": peak_rss_bytes()},
+        "tiling": tiling_record(height, width, config),
         "jax": {
             "version": jax.__version__,
             "backend": jax.default_backend(),
@@ -253,7 +305,7 @@ def run_record(config, inputs, weights, result, stages: list, history: list[floa
         "weights": weights_record(weights),
         "precision": precisions.record(precisions.resolve(config.precision, config.sharding)),
     }
-    if config.preserve_color == "luminance":  # the PNG recombines it with the photo's colours
-        record["delivered_losses_note"] = ("of the optimised image in 8 bits, before the "
-                                           "content's colours were restored")
+    if config.preserve_color == "luminance":  # the file recombines it with the photo's colours
+        record["delivered_losses_note"] = (f"of the optimised image in {config.image_bits} "
+                                           "bits, before the content's colours were restored")
     return record

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from jstyle.config import Config
+from jstyle.options import TILE_AUTO
 
 __all__ = ["Phase", "ResumePoint", "Outcome", "phases", "objective_and_solver",
     "load_cached_weights", "balanced_content_weight", "run_transfer", "state_template"]
@@ -101,8 +102,12 @@ def phases(config: Config, height: int, width: int) -> list[Phase]:
     return out
 
 
-def objective_and_solver(config: Config, preprocessing):
-    """The :class:`jstyle.objective.Objective` and solver a config describes."""
+def objective_and_solver(config: Config, preprocessing,
+                         shape: tuple[int, int] | None = None):
+    """The :class:`jstyle.objective.Objective` and solver a config describes; ``shape``:
+    the full-size image's (height, width), from which ``tile_size: auto`` decides its
+    tiles (:func:`jstyle.memory.tile_size`; without it, no tiles for auto)."""
+    from jstyle.memory import tile_size
     from jstyle.objective import Objective
     from jstyle.optimize import make_solver
     from jstyle.precision import resolve
@@ -119,6 +124,8 @@ def objective_and_solver(config: Config, preprocessing):
         precision=resolve(config.precision, config.sharding).used,
         style_losses=config.style_loss,
         seed=config.seed,
+        tile=tile_size(*shape, config) if shape else
+        (0 if config.tile_size == TILE_AUTO else config.tile_size),
     )
     solver = make_solver(
         config.optimizer,
@@ -171,7 +178,8 @@ def state_template(weights, inputs, config: Config, phase: Phase):
     from jstyle import engine
     from jstyle.inputs import style_size
 
-    objective, solver = objective_and_solver(config, weights.preprocessing)
+    objective, solver = objective_and_solver(config, weights.preprocessing,
+                                             inputs.content.shape[:2])
     objective = dataclasses.replace(objective, content_weight=phase.content_weight)
     sh, sw = style_size(phase.height, phase.width, config)
     masks = None if inputs.masks is None else np.zeros(
@@ -234,7 +242,8 @@ def run_transfer(weights, inputs, config: Config, *, resume: ResumePoint | None 
 
     xla_cpu.apply()  # a no-op once JAX has started (an API caller's own setting stays)
     enable_compilation_cache()
-    objective, solver = objective_and_solver(config, weights.preprocessing)
+    objective, solver = objective_and_solver(config, weights.preprocessing,
+                                             inputs.content.shape[:2])
     content, styles = color.prepare(config.preserve_color, inputs.content, inputs.styles)
     height, width = content.shape[:2]
     plan = phases(config, height, width)
@@ -265,7 +274,8 @@ def run_transfer(weights, inputs, config: Config, *, resume: ResumePoint | None 
                 resized(image, phase.height, phase.width)
             kw = {"iterations": phase.iterations - done, "init": start, "seed": config.seed,
                   "noise_amplitude": config.noise_amplitude, "style_blend": config.style_blend,
-                  "state": resume.state if resumed else None, "offset": done}
+                  "state": resume.state if resumed else None, "offset": done,
+                  "delivered_bits": config.image_bits}  # the output file's quantisation
             run = stylize
             if phase.coarse:
                 if log:

@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 
 __all__ = ["Preprocessing", "CAFFE", "TORCHVISION", "to_network", "from_network", "to_8bit",
-    "delivered", "RESAMPLE_FILTER"]
+    "quantize", "delivered", "RESAMPLE_FILTER"]
 
 #: The Pillow filter every image is resized with (``PIL.Image.Resampling[RESAMPLE_FILTER]``):
 #: the content, style, mask and start images, and the painting a result is measured against.
@@ -67,14 +67,25 @@ def from_network(x, prep: Preprocessing):
     return x / prep.pixel_range
 
 
-def to_8bit(image) -> np.ndarray:
-    """Float RGB in [0, 1] -> the 8-bit pixels a PNG stores: each value clipped to [0, 1],
-    times 255, rounded half up (NaN becomes 0). The one quantisation jstyle uses, for
-    the files it writes and for the loss of the image a user receives."""
+def quantize(image, bits: int = 8) -> np.ndarray:
+    """Float RGB in [0, 1] -> the pixels a file of ``bits`` (8 or 16) per channel stores:
+    each value clipped to [0, 1], times 2**bits - 1, rounded half up (NaN becomes 0); uint8
+    or uint16. The one quantisation jstyle uses, for the files it writes and for the loss
+    of the image a user receives (:func:`delivered`)."""
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, not {bits!r}")
+    top = float((1 << bits) - 1)
     values = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0)
-    return np.clip(values * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.clip(values * np.float32(top) + np.float32(0.5), 0, top).astype(
+        np.uint8 if bits == 8 else np.uint16)
 
 
-def delivered(image) -> np.ndarray:
-    """The float image that a saved 8-bit PNG of ``image`` holds (:func:`to_8bit`, / 255)."""
-    return to_8bit(image).astype(np.float32) / 255.0
+def to_8bit(image) -> np.ndarray:
+    """Float RGB in [0, 1] -> the 8-bit pixels a PNG stores (:func:`quantize` at 8 bits)."""
+    return quantize(image, 8)
+
+
+def delivered(image, bits: int = 8) -> np.ndarray:
+    """The float image that a saved file of ``bits`` per channel holds (:func:`quantize`,
+    divided by 2**bits - 1, as :func:`jstyle.images.to_array` reads it back)."""
+    return quantize(image, bits).astype(np.float32) / np.float32((1 << bits) - 1)

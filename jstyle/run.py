@@ -21,6 +21,7 @@ import numpy as np
 from jstyle import __version__
 from jstyle.config import FIELDS, Config, parse_override, read_yaml, resolve
 from jstyle.errors import JStyleError
+from jstyle.options import OUTPUT_SUFFIXES
 from jstyle.terminal import EXIT_INTERRUPTED, EXIT_STOPPED
 
 PROG = "python -m jstyle.run"
@@ -70,9 +71,10 @@ def parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--config", metavar="YAML",
                         help="config file (e.g. configs/paper.yaml)")
-    source.add_argument("--from-image", metavar="PNG",
-                        help="redo the run that made this jstyle PNG (its config is inside); "
-                        "writes <name>_reproduced.png unless --output says otherwise")
+    source.add_argument("--from-image", metavar="IMAGE",
+                        help="redo the run that made this jstyle PNG or TIFF (its config is "
+                        "inside); writes <name>_reproduced.png (or .tif) unless --output says "
+                        "otherwise")
     p.add_argument("--content", metavar="PATH", action=_Override, help="content photo")
     p.add_argument("--style", metavar="PATH", action=_Override,
                    help="style image; repeat for several (blended: see style_blend_weights)")
@@ -86,6 +88,11 @@ def parser() -> argparse.ArgumentParser:
                    help="continue the interrupted run at the output path (same options)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--web", metavar="PORT", nargs="?", const=0, type=_port,
+                   help="watch the run on a local web page at http://127.0.0.1:PORT/ (a free "
+                   "port when none is given; the address is printed): the image after each "
+                   "chunk, the loss curve, the config, and a Stop button that does what "
+                   "Ctrl-C does")
     p.add_argument("--version", action="version", version=f"jstyle {__version__}")
     return p
 
@@ -98,7 +105,7 @@ def load_config(args: argparse.Namespace) -> Config:
 
         image = Path(args.from_image)
         values = {**config_from_image(image),
-                  "output": str(image.with_name(f"{image.stem}_reproduced.png"))}
+                  "output": str(image.with_name(f"{image.stem}_reproduced{image.suffix}"))}
     for key, value in getattr(args, "overrides", None) or []:
         if key is None:
             key, value = parse_override(value)
@@ -106,11 +113,13 @@ def load_config(args: argparse.Namespace) -> Config:
     return resolve(values)
 
 
-def check_output(output: Path, inputs: Sequence[str | None]) -> None:
-    """Refuse an output that is not a PNG or is one of the inputs; create its folder and
-    check that it is writable -- before anything heavy runs."""
-    if output.suffix.lower() != ".png":
-        raise JStyleError(f"output {output} must end in .png (jstyle writes PNG)")
+def check_output(output: Path, inputs: Sequence[str | None],
+                 suffixes: Sequence[str] = (".png",)) -> None:
+    """Refuse an output whose name does not end in one of ``suffixes`` (a run's: its
+    format's, :data:`jstyle.options.OUTPUT_SUFFIXES`) or that is one of the inputs; create
+    its folder and check that it is writable -- before anything heavy runs."""
+    if output.suffix.lower() not in suffixes:
+        raise JStyleError(f"output {output} must end in {' or '.join(suffixes)}")
     resolved = output.resolve()
     for path in inputs:
         if path and Path(path).resolve() == resolved:
@@ -136,8 +145,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     return terminal.main(parser, _run, argv, name="jstyle")
 
 
+def _port(text: str) -> int:
+    """``--web``'s PORT: a TCP port number (0: any free one)."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"PORT must be a port number, 1 to 65535 (none: a free "
+                                         f"one), not {text!r}")
+    return int(text)
+
+
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args)
+    if args.web is None:
+        return _run_config(config, args)
+    from jstyle.web.server import watch  # only with --web: the run itself never needs it
+
+    with watch(args.web, config) as page:  # before anything heavy: a taken port is exit 2
+        args.page = page
+        return page.ended(_run_config(config, args))
+
+
+def _run_config(config: Config, args: argparse.Namespace) -> int:
     from jstyle import xla_cpu
     from jstyle.sharding import initialize_distributed
 
@@ -169,8 +196,8 @@ def _run_batch(config: Config, paths: list[str], folder: Path, args: argparse.Na
 
     codes = []
     for i, path in enumerate(paths, start=1):
-        item = dataclasses.replace(config, content=path,
-                                   output=str(folder / f"{Path(path).stem}.png"))
+        item = dataclasses.replace(config, content=path, output=str(
+            folder / f"{Path(path).stem}{Path(config.output).suffix}"))  # the output's format
         sidecar = outputs.sidecar_path(Path(item.output))
         state = _recorded_state(sidecar) if args.resume else None
         if state == "complete":
@@ -196,7 +223,8 @@ def _recorded_state(sidecar: Path) -> str | None:
 def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
     started = time.perf_counter()
     output = Path(config.output)
-    check_output(output, [config.content, *config.style, *config.masks, config.init])
+    check_output(output, [config.content, *config.style, *config.masks, config.init],
+                 OUTPUT_SUFFIXES[config.image_format])
 
     from jstyle import outputs
 
@@ -219,6 +247,9 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
                               f"size or coarse_sizes); resume with the same inputs and size")
 
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    page = getattr(args, "page", None)  # the live page of --web
+    if page is not None:
+        log = page.tee(log)
     weights = pipeline.load_cached_weights(config.weights, log=log)
 
     import jax
@@ -236,7 +267,6 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
 
     writer = jax.process_index() == 0  # one host reports and writes
     quiet = args.quiet or not writer
-    from jstyle.images import save_png
     from jstyle.precision import notice as precision_notice
     from jstyle.progress import ProgressBar
 
@@ -250,15 +280,23 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
     def on_progress(progress) -> None:
         iteration = done + progress.iteration
         bar.update(progress, offset=done)
+        if page is not None:
+            page.progress(iteration, progress.terms, progress.image)
         terms_history.append({"iteration": iteration, **{
             k: progress.terms[k] for k in ("total", "content", "style", "tv")}})
         if config.save_every and iteration % config.save_every == 0 \
                 and iteration < config.iterations and writer:
-            save_png(outputs.frame_path(output, iteration), progress.image)
+            outputs.save_frame(output, iteration, progress.image, config, inputs.print_info)
 
+    if page is not None:
+        from jstyle import color
+
+        page.begin(config, done, lambda image: color.finish(config.preserve_color, image,
+                                                            inputs.content))
     with ProgressBar(config.iterations, initial=done, disable=quiet) as bar:
         outcome = pipeline.run_transfer(weights, inputs, config, resume=point,
-                                        on_progress=on_progress, log=bar.write)
+                                        on_progress=on_progress,
+                                        log=bar.write if page is None else page.tee(bar.write))
     result, history = _continued(outcome.result, earlier)
     record = outputs.run_record(config, inputs, weights, result, outcome.stages, history,
                                 terms_history, result.evaluations, estimates[0], started)
@@ -267,7 +305,8 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
     resume_at = None
     if outcome.resume is not None:
         resume_at = _incomplete(record, result, len(history), outcome.phase, outcome.resume)
-    return _finish(output, result, record, outcome.interrupted, log, resume_at)
+    return _finish(output, result, record, outcome.interrupted, log, resume_at,
+                   inputs.print_info)
 
 
 def _continued(result, earlier: dict):
@@ -321,15 +360,16 @@ def _resume_point(saved, previous: dict, weights, inputs, config: Config, plan, 
 
 
 def _finish(output: Path, result, record: dict[str, Any], interrupted: bool, log,
-            resume=None) -> int:
-    """Write one output and say how it ended (process 0 of a multi-host run only)."""
+            resume=None, info=None) -> int:
+    """Write one output (``info``: the content photo's ICC profile and DPI, carried over)
+    and say how it ended (process 0 of a multi-host run only)."""
     import jax
 
     from jstyle import outputs
 
     if jax.process_index() != 0:  # the others ran the same program and agree
         return EXIT_INTERRUPTED if interrupted else EXIT_STOPPED if result.stopped else 0
-    outputs.write_outputs(output, result.image, record, resume)
+    outputs.write_outputs(output, result.image, record, resume, info)
     outputs.write_report(output, record, result.image)
     side = outputs.sidecar_path(output)
     if interrupted:
@@ -357,10 +397,10 @@ def _run_sharded_batch(config: Config, paths: list[str], folder: Path,
     started = time.perf_counter()
     items = []
     for path in paths:  # every input checked before anything compiles
-        item = dataclasses.replace(config, content=path,
-                                   output=str(folder / f"{Path(path).stem}.png"))
+        item = dataclasses.replace(config, content=path, output=str(
+            folder / f"{Path(path).stem}{Path(config.output).suffix}"))  # the output's format
         output = Path(item.output)
-        check_output(output, [path, *item.style, item.init])
+        check_output(output, [path, *item.style, item.init], OUTPUT_SUFFIXES[item.image_format])
         saved, previous = None, {}
         status = _recorded_state(outputs.sidecar_path(output)) if args.resume else None
         if status == "complete":
@@ -378,12 +418,12 @@ def _run_sharded_batch(config: Config, paths: list[str], folder: Path,
     if not items:
         return 0
     weights = pipeline.load_cached_weights(config.weights, log=log)
-    objective, solver = pipeline.objective_and_solver(config, weights.preprocessing)
+    largest = max((i[1].content.shape[:2] for i in items), key=lambda s: s[0] * s[1])
+    objective, solver = pipeline.objective_and_solver(config, weights.preprocessing, largest)
     import jax
 
     from jstyle import engine
     from jstyle.cache import enable_compilation_cache
-    from jstyle.images import save_png
     from jstyle.precision import notice as precision_notice
     from jstyle.progress import ProgressBar
     from jstyle.sharding import make_mesh, stylize_batch
@@ -421,10 +461,11 @@ def _run_sharded_batch(config: Config, paths: list[str], folder: Path,
             progress_bar.update_batch(progress)
             if not (config.save_every and writer):
                 return
-            for (item, *_), image, done in zip(group, progress.images, progress.iterations,
-                                               strict=True):
+            for (item, inputs, *_), image, done in zip(group, progress.images,
+                                                       progress.iterations, strict=True):
                 if done % config.save_every == 0 and 0 < done < config.iterations:
-                    save_png(outputs.frame_path(Path(item.output), done), image)
+                    outputs.save_frame(Path(item.output), done, image, config,
+                                       inputs.print_info)
 
         interrupted = False
         first = min(offsets) if offsets else 0
@@ -436,7 +477,8 @@ def _run_sharded_batch(config: Config, paths: list[str], folder: Path,
                     group[0][1].styles, objective, solver, iterations=config.iterations,
                     init=init, seed=config.seed, noise_amplitude=config.noise_amplitude,
                     style_blend=config.style_blend, mesh=mesh, save_every=config.save_every,
-                    states=states, offsets=offsets, on_progress=on_progress)
+                    states=states, offsets=offsets, on_progress=on_progress,
+                    delivered_bits=config.image_bits)
             except engine.Interrupted as stop:
                 results, interrupted = stop.results, True
         phase = pipeline.phases(config, shape[0], shape[1])[-1]  # the only one: no coarse
@@ -448,7 +490,8 @@ def _run_sharded_batch(config: Config, paths: list[str], folder: Path,
             point = None if not result.stopped else _incomplete(
                 record, result, len(history), phase,
                 pipeline.ResumePoint(phase.index, result.image, result.state, len(history), []))
-            codes.append(_finish(Path(item.output), result, record, interrupted, log, point))
+            codes.append(_finish(Path(item.output), result, record, interrupted, log, point,
+                                 inputs.print_info))
         if interrupted:
             return EXIT_INTERRUPTED
     return max(codes, default=0)

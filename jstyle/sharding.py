@@ -117,13 +117,14 @@ def stylize_batch(
     states: Sequence[Any] | None = None,
     offsets: Sequence[int] | None = None,
     on_progress: Callable[[BatchProgress], None] | None = None,
+    delivered_bits: int = 8,
 ) -> list[Result]:
     """:func:`jstyle.transfer.stylize` for each of ``contents``, the batch sharded over devices.
 
     Args:
       contents: ``B`` same-sized RGB photos in [0, 1], ``(B, H, W, 3)`` or a list of them.
-      styles, objective, solver, iterations, seed, style_blend, save_every: as for
-        ``stylize``, shared by every photo; the white-noise start uses ``seed`` for every
+      styles, objective, solver, iterations, seed, style_blend, save_every, delivered_bits:
+        as for ``stylize``, shared by every photo; the white-noise start uses ``seed`` for every
         photo, as a batch run of the command line does.
       init: ``"noise"``, ``"content"``, ``"style"``, or images ``(B, H, W, 3)``.
       mesh: a one-axis mesh (default: :func:`make_mesh` over every device, axis ``"batch"``).
@@ -179,7 +180,7 @@ def stylize_batch(
         results = engine.optimise(params, stack, styles, style_blend, None, start, objective,
                                   solver, iterations=budget, mesh=mesh, batched=True,
                                   state=state, offset=offsets, save_every=save_every,
-                                  on_chunk=on_chunk)
+                                  on_chunk=on_chunk, delivered_bits=delivered_bits)
     except Interrupted as stop:  # the padding's results dropped
         raise Interrupted(stop.results[:count]) from None
     return results[:count]
@@ -217,10 +218,11 @@ def stylize_spatial(
     offset: int = 0,
     on_progress: Callable[[Progress], None] | None = None,
     mesh: Any = None,
+    delivered_bits: int = 8,
 ) -> Result:
     """:func:`jstyle.transfer.stylize` on one image whose rows are split over devices.
 
-    Arguments and result as for ``stylize`` (``on_progress`` hears a
+    Arguments and result as for ``stylize`` (``delivered_bits`` among them; ``on_progress`` hears a
     :class:`jstyle.transfer.Progress` after each chunk; Ctrl-C raises
     :class:`jstyle.engine.Interrupted`, carrying the solver state to continue from with
     ``state`` and ``offset``); ``mesh``: a one-axis mesh (default:
@@ -233,4 +235,5 @@ def stylize_spatial(
     return transfer.stylize(params, content, styles, objective, solver, iterations=iterations,
                             init=init, seed=seed, noise_amplitude=noise_amplitude,
                             style_blend=style_blend, save_every=save_every, state=state,
-                            offset=offset, on_progress=on_progress, mesh=mesh)
+                            offset=offset, on_progress=on_progress, mesh=mesh,
+                            delivered_bits=delivered_bits)

@@ -71,6 +71,7 @@ def stylize(
     offset: int = 0,
     on_progress: Callable[[Progress], None] | None = None,
     mesh: Any = None,
+    delivered_bits: int = 8,
 ) -> Result:
     """Render ``content`` in the style of ``styles`` (already sized: the paper resizes them to
     the content's size; another size acts as a style scale).
@@ -97,6 +98,8 @@ def stylize(
         (:func:`jstyle.engine.one_device_mesh`); a one-axis mesh of several splits the
         image's rows over them (what :func:`jstyle.sharding.stylize_spatial` checks and
         passes).
+      delivered_bits: bits per channel of the file the result is saved as: the result's
+        ``delivered`` terms are of that quantisation (:func:`jstyle.preprocessing.delivered`).
 
     A loss or image that becomes NaN or infinite stops the run: the result keeps
     the last finite image, and ``stopped`` names the iteration and the loss terms
@@ -120,5 +123,6 @@ def stylize(
         params, content, styles, style_blend, masks, start, objective, solver,
         iterations=iterations, mesh=mesh or engine.one_device_mesh(), batched=False,
         state=state,
-        offset=offset, save_every=save_every, on_chunk=on_chunk)
+        offset=offset, save_every=save_every, on_chunk=on_chunk,
+        delivered_bits=delivered_bits)
     return result

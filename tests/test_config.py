@@ -1,5 +1,6 @@
 """Configs: defaults are the paper's, the shipped files resolve, and every mistake is one line."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -216,6 +217,25 @@ def test_sharding_and_remat_keys():
             resolve(values)
 
 
+def test_tile_size_key():
+    assert Config().tile_size == "auto"
+    assert resolve({"tile_size": 0}).tile_size == 0
+    assert resolve({"tile_size": "512"}).tile_size == 512  # as --set gives it
+    assert resolve({"tile_size": 256, "masks": ["m.png"], "style": ["s.jpg"]}).tile_size == 256
+    for values, fragment in [
+        ({"tile_size": "big"}, "must be 0 (off), auto or a tile size in pixels"),
+        ({"tile_size": 32}, "at least 64 px"),
+        ({"tile_size": -1}, "at least 0"),
+        ({"tile_size": 256, "style_loss": "wasserstein"}, "not a sum over positions"),
+        ({"tile_size": 256, "sharding": "spatial"}, "already splits the image's rows"),
+    ]:
+        with pytest.raises(JStyleError, match=re.escape(fragment)):
+            resolve(values)
+    # auto stands aside where tiles cannot go
+    assert resolve({"style_loss": "mrf"}).tile_size == "auto"
+    assert resolve({"sharding": "spatial"}).tile_size == "auto"
+
+
 def test_a_config_states_only_what_differs_from_its_base(tmp_path):
     """``base:`` reads the named file first (relative to the config's folder); the config's
     own keys win, and a base may have its own base."""
@@ -287,3 +307,30 @@ def test_mrf_needs_a_3x3_patch_at_the_deepest_layer():
     assert resolve({"style_loss": "mrf", "size": 48}).smallest_side == 48
     one_line_error(lambda: resolve({"style_loss": "mrf", "size": 40}),
                    "(style_loss mrf: a 3x3 patch); use at least 48")
+
+
+@pytest.mark.parametrize(("values", "image_format", "bits"), [
+    ({}, "png8", 8),  # out/stylized.png
+    ({"output": "print.tif"}, "tiff16", 16),
+    ({"output": "print.TIFF"}, "tiff16", 16),
+    ({"output_format": "png16"}, "png16", 16),
+    ({"output": "a.png", "output_format": "png8"}, "png8", 8),
+    ({"output": "a.tiff", "output_format": "tiff16"}, "tiff16", 16),
+])
+def test_the_output_format_follows_the_extension_unless_given(values, image_format, bits):
+    config = resolve(values)
+    assert (config.image_format, config.image_bits) == (image_format, bits)
+    assert config.to_dict()["output_format"] == values.get("output_format")
+
+
+@pytest.mark.parametrize(("values", "fragments"), [
+    ({"output_format": "tiff16"}, ["config key 'output_format': tiff16 writes .tif/.tiff",
+                                   "name the output out/stylized.tif", "png8 or png16"]),
+    ({"output": "a.tif", "output_format": "png16"}, ["png16 writes .png files",
+                                                    "name the output a.png", "tiff16"]),
+    ({"output": "a.jpg"}, ["config key 'output': a.jpg must end in .png", ".tif/.tiff"]),
+    ({"output": "a", "output_format": "png8"}, ["ends in no extension", "name the output a.png"]),
+    ({"output_format": "tiff8"}, ["must be one of png8, png16, tiff16"]),
+])
+def test_an_output_that_does_not_fit_its_format_is_one_line(values, fragments):
+    one_line_error(lambda: resolve(values), *fragments)

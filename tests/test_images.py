@@ -427,3 +427,158 @@ def test_interrupted_save_leaves_nothing_half_written(
 
 def test_module_docstring_documents_alpha() -> None:
     assert "composited onto white" in (images.__doc__ or "")
+
+
+# --- 16 bits per channel, and what a print needs ------------------------------------------------
+
+
+def srgb_profile() -> bytes:
+    """A real ICC profile (Pillow's built-in sRGB), as a photo would carry one."""
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+FORMATS = [("png8", ".png", 8), ("png16", ".png", 16), ("tiff16", ".tif", 16)]
+
+
+@pytest.mark.parametrize(("fmt", "suffix", "bits"), FORMATS)
+def test_save_image_round_trips_the_quantised_image_exactly(tmp_path: Path, fmt: str,
+                                                            suffix: str, bits: int) -> None:
+    """Read back (deep), every format gives exactly the image quantised at its bit depth:
+    what ``delivered`` evaluates. Values outside [0, 1] are clipped, NaN is 0."""
+    from jstyle.preprocessing import delivered, quantize
+
+    rng = np.random.default_rng(bits)
+    array = rng.random((23, 37, 3), dtype=np.float32)
+    array[0, :3] = [[-1.0, 2.0, np.nan]] * 3
+    array[1] = np.linspace(0.5, 0.5 + 1 / 255, 37)[:, None]  # steps finer than 8 bits
+    path = images.save_image(tmp_path / f"out é{suffix}", array, fmt,
+                             {"jstyle:config": '{"size": 256} ü'})
+    got = images.read_image(path, deep=True)
+    assert isinstance(got, images.DeepImage) == (bits == 16)
+    np.testing.assert_array_equal(to_array(got), delivered(array, bits))
+    assert images.read_image_text(path) == {"jstyle:config": '{"size": 256} ü'}
+    if fmt == "png16":
+        header = path.read_bytes()[16:29]  # IHDR: width, height, depth, colour type, ...
+        assert struct.unpack(">IIBB", header[:10]) == (37, 23, 16, 2)
+    if fmt == "tiff16":
+        import tifffile
+
+        np.testing.assert_array_equal(tifffile.imread(path), quantize(array, 16))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary left
+
+
+@pytest.mark.parametrize(("fmt", "suffix", "bits"), FORMATS)
+def test_every_format_carries_the_icc_profile_and_dpi(tmp_path: Path, fmt: str, suffix: str,
+                                                      bits: int) -> None:
+    icc = srgb_profile()
+    path = images.save_image(tmp_path / f"p{suffix}", np.zeros((4, 5, 3)), fmt,
+                             info=images.PrintInfo(icc, (300.0, 240.0)))
+    with Image.open(path) as image:
+        assert image.info["icc_profile"] == icc
+        assert image.info["dpi"] == pytest.approx((300, 240), abs=0.01)
+    assert images.print_info(path).icc_profile == icc
+    bare = images.save_image(tmp_path / f"bare{suffix}", np.zeros((4, 5, 3)), fmt)
+    with Image.open(bare) as image:
+        assert "icc_profile" not in image.info and "dpi" not in image.info
+    assert images.print_info(bare) == images.PrintInfo()
+
+
+def test_a_tiff16_records_its_resolution_in_inches(tmp_path: Path) -> None:
+    import tifffile
+
+    path = images.save_image(tmp_path / "p.tiff", np.zeros((4, 5, 3)), "tiff16",
+                             info=images.PrintInfo(srgb_profile(), (300.0, 300.0)))
+    with tifffile.TiffFile(path) as tiff:
+        tags = tiff.pages[0].tags
+        assert tags["XResolution"].value == (300, 1) == tags["YResolution"].value
+        assert tags["ResolutionUnit"].value == 2  # inch
+        assert tags["InterColorProfile"].value == srgb_profile()
+        assert tiff.pages[0].compression == 8  # deflate
+
+
+def test_print_info_of_a_jpeg_and_a_rotated_one(tmp_path: Path) -> None:
+    icc = srgb_profile()
+    path = saved(tmp_path / "p.jpg", Image.new("RGB", (8, 4)), icc_profile=icc, dpi=(300, 150))
+    assert images.print_info(path) == images.PrintInfo(icc, (300.0, 150.0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a quarter turn: the upright picture's x is the stored y
+    turned = saved(tmp_path / "t.jpg", Image.new("RGB", (8, 4)), dpi=(300, 150), exif=exif)
+    assert images.print_info(turned).dpi == (150.0, 300.0)
+    plain = saved(tmp_path / "plain.png", Image.new("RGB", (8, 4)))
+    assert images.print_info(plain) == images.PrintInfo()
+
+
+def test_16_bit_colour_pngs_read_exactly_when_deep(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 65536, (9, 11, 3)).astype(np.uint16)
+    path = tmp_path / "rgb16.png"
+    path.write_bytes(png16(rgb, 2))
+    np.testing.assert_array_equal(to_array(read_image(path, deep=True)),
+                                  rgb.astype(np.float32) / np.float32(65535))
+    alpha = np.full((9, 11, 1), 65535, np.uint16)
+    alpha[0, 0] = 0  # transparent: white
+    path.write_bytes(png16(np.concatenate([rgb, alpha], axis=2), 6))
+    got = to_array(read_image(path, deep=True))
+    assert got[0, 0].tolist() == [1, 1, 1]
+    np.testing.assert_array_equal(got[1:], rgb[1:].astype(np.float32) / np.float32(65535))
+    grey = rng.integers(0, 65536, (3, 4)).astype(np.uint16)
+    grey_path = saved(tmp_path / "g16.png", Image.fromarray(grey))
+    np.testing.assert_allclose(to_array(read_image(grey_path, deep=True)),
+                               np.repeat(grey[..., None] / 65535, 3, axis=2), atol=1e-7)
+
+
+def test_16_bit_tiffs_read_exactly_when_deep(tmp_path: Path) -> None:
+    import tifffile
+
+    rng = np.random.default_rng(6)
+    rgb = rng.integers(0, 65536, (5, 7, 3)).astype(np.uint16)
+    exact = rgb.astype(np.float32) / np.float32(65535)
+    tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(rgb, -1, 0), photometric="rgb",
+                     planarconfig="separate")
+    np.testing.assert_array_equal(to_array(read_image(tmp_path / "planar.tif", deep=True)),
+                                  exact)
+    tifffile.imwrite(tmp_path / "turned.tif", rgb, photometric="rgb",
+                     extratags=[(274, "H", 1, 6, True)])  # Orientation: a quarter turn
+    np.testing.assert_array_equal(to_array(read_image(tmp_path / "turned.tif", deep=True)),
+                                  np.rot90(exact, -1))
+    grey = rng.integers(0, 65536, (5, 7)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "grey.tif", grey, photometric="minisblack")
+    np.testing.assert_array_equal(to_array(read_image(tmp_path / "grey.tif", deep=True)),
+                                  np.repeat(grey[..., None].astype(np.float32)
+                                            / np.float32(65535), 3, axis=2))
+    tifffile.imwrite(tmp_path / "rgba.tif", np.concatenate(
+        [rgb, np.zeros((5, 7, 1), np.uint16)], axis=2), photometric="rgb",
+        extrasamples=["unassalpha"])
+    assert (to_array(read_image(tmp_path / "rgba.tif", deep=True)) == 1).all()  # white
+    eight = saved(tmp_path / "eight.tif", Image.new("RGB", (3, 2), (10, 20, 30)))
+    assert isinstance(read_image(eight, deep=True), Image.Image)  # 8 bits: as before
+
+
+def test_a_deep_image_is_resized_in_floating_point() -> None:
+    """Two 16-bit levels a fifth of an 8-bit step apart stay apart through a resize."""
+    array = np.full((8, 8, 3), 0.5, np.float32)
+    array[:, 4:] += 0.2 / 255
+    deep = images.DeepImage(array)
+    small = to_array(fit_longest(deep, 4))
+    assert small.shape == (4, 4, 3) and small.dtype == np.float32
+    assert 0 < small[0, 3, 0] - small[0, 0, 0] < 1 / 255
+    assert fit_longest(deep, 8) is deep and deep.size == (8, 8)
+    assert deep.convert("L").mode == "L"  # an 8-bit Pillow image where one is needed
+
+
+def test_a_failed_16_bit_write_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    for fmt, suffix in (("png16", ".png"), ("tiff16", ".tif")):
+        helpers.one_line_error(lambda f=fmt, s=suffix: images.save_image(
+            tmp_path / "file" / f"x{s}", np.zeros((2, 2, 3)), f), "cannot write image")
+
+
+def test_text_of_a_tiff_that_jstyle_did_not_write_is_empty(tmp_path: Path) -> None:
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((2, 2, 3), np.uint16), photometric="rgb",
+                     description="a scan")
+    assert images.read_image_text(tmp_path / "a.tif") == {}
+    assert images.read_image_text(saved(tmp_path / "b.jpg", Image.new("RGB", (2, 2)))) == {}
