@@ -17,16 +17,25 @@ could drop -- the convolution's hand-written gradient keeps no inputs, a ReLU ke
 one-byte mask, and the responses the losses read are needed either way -- and the peak is
 the working set of block 1 at full resolution, which a checkpoint cannot shrink (even
 with each block's losses inside its checkpoint: 378 MB against 369 MB at 512x384).
-Splitting the rows over devices does shrink it (:mod:`jstyle.sharding`).
+Splitting the rows over devices does shrink it (:mod:`jstyle.sharding`), and so does exact
+tiled evaluation (``tile_size``, :mod:`jstyle.tiling`): the network's working set is then
+one crop's, and what grows with the image is only what is image-sized -- the L-BFGS
+history (2 x ``lbfgs_memory`` images), the optimiser's other vectors, the content target
+P^l and the gradient's accumulator. ``tile_size: auto`` picks the largest tile whose
+estimate fits in :data:`TILE_BUDGET` of the memory available (no tiles when the whole
+image fits).
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
+from jstyle import tiling
 from jstyle.config import Config
 from jstyle.errors import JStyleError
-from jstyle.layers import CONV_CHANNELS, downsampling, layer_index
+from jstyle.layers import CONV_CHANNELS, channels, downsampling, layer_index
+from jstyle.options import MIN_TILE, TILE_AUTO
 
 #: Weights (80 MB), XLA's runtime and jstyle's own arrays.
 FIXED_BYTES = 600 * 2**20
@@ -34,17 +43,81 @@ FIXED_BYTES = 600 * 2**20
 RESPONSE_COPIES = 2.5
 
 
-def estimate_bytes(height: int, width: int, config: Config) -> int:
-    """Estimated peak memory of a run on a ``height`` x ``width`` image."""
-    deepest = max(layer_index(n) for n, _ in config.content_layers + config.style_layers)
+#: The share of the memory available that ``tile_size: auto`` plans a run to use: the
+#: estimate is good to about a fifth, and the machine runs other things.
+TILE_BUDGET = 0.5
+#: Image-sized arrays a tiled evaluation adds: the gradient's accumulator and its copy.
+TILED_IMAGES = 2
+
+
+def _layers(config: Config) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(n for n, _ in config.content_layers + config.style_layers))
+
+
+def tileable(config: Config) -> bool:
+    """Whether a config's objective can be evaluated in tiles: eq. 4's Gram matrices are
+    sums over positions, the other style losses are not; a spatially sharded run splits
+    the rows over devices instead."""
+    return (all(name == "gram" for name, _ in config.style_loss)
+            and config.sharding != "spatial")
+
+
+def estimate_bytes(height: int, width: int, config: Config, tile: int | None = None) -> int:
+    """Estimated peak memory of a run on a ``height`` x ``width`` image, with tiles of
+    ``tile`` pixels (None: the config's :func:`tile_size`; 0: the whole image at once)."""
+    if tile is None:
+        tile = tile_size(height, width, config)
+    layers = _layers(config)
+    plan = tiling.plan(height, width, tile, layers) if tile else None
+    net_h, net_w = (height, width) if plan is None else plan.crop
+    deepest = max(layer_index(n) for n in layers)
     responses = 0
-    for name, (_, channels) in CONV_CHANNELS.items():
+    for name, (_, n) in CONV_CHANNELS.items():
         if layer_index(name) <= deepest:
             d = downsampling(name)
-            responses += (height // d) * (width // d) * channels * 4
+            responses += (net_h // d) * (net_w // d) * n * 4
     image = height * width * 3 * 4
     buffers = (2 * config.lbfgs_memory + 4 if config.optimizer == "lbfgs" else 4) * image
+    if plan is not None:  # what stays whole: P^l and the gradient's accumulators
+        for name, _ in config.content_layers:
+            d = downsampling(name)
+            buffers += (height // d) * (width // d) * channels(name) * 4
+        buffers += TILED_IMAGES * image
     return int(FIXED_BYTES + RESPONSE_COPIES * responses + buffers)
+
+
+def tile_size(height: int, width: int, config: Config) -> int:
+    """The tile a run on a ``height`` x ``width`` image uses, in pixels (0: none): the
+    config's number, or for ``auto`` none when the whole image's estimate fits in
+    :data:`TILE_BUDGET` of the memory available, else the largest tile whose estimate
+    does -- or, when the image-sized part alone overruns the budget, the largest that fits
+    in all of it (the smallest, :data:`MIN_TILE`, when none does: :func:`check_memory`
+    says so)."""
+    if config.tile_size != TILE_AUTO:
+        return int(config.tile_size)
+    if not tileable(config):
+        return 0
+    have = available_bytes()
+    if have is None or estimate_bytes(height, width, config, 0) <= TILE_BUDGET * have:
+        return 0
+    g = tiling.grid(_layers(config))
+    candidates = range(max(height, width) // g * g, MIN_TILE - 1, -g)
+    for budget in (TILE_BUDGET * have, have):  # within the budget if it can, else all of it
+        for tile in candidates:
+            if estimate_bytes(height, width, config, tile) <= budget:
+                return tile
+    return MIN_TILE
+
+
+def tiling_record(height: int, width: int, config: Config) -> dict[str, Any]:
+    """The sidecar's account of the tiles of the full-size image: the ``tile_size`` asked
+    for, the one used, the tiles, their crops' shape and the halo (all in pixels)."""
+    tile = tile_size(height, width, config)
+    plan = tiling.plan(height, width, tile, _layers(config)) if tile else None
+    return {"tile_size": config.tile_size, "used": tile if plan is not None else 0,
+            "tiles": 1 if plan is None else plan.count,
+            "crop": None if plan is None else list(plan.crop),
+            "halo": None if plan is None else tiling.halo(_layers(config))}
 
 
 def available_bytes() -> int | None:
@@ -69,16 +142,36 @@ def available_bytes() -> int | None:
         return None
 
 
+def _fitting_size(height: int, width: int, config: Config, have: int) -> int:
+    """About the largest ``size`` (longest side, a multiple of 16) whose estimate fits in
+    ``have`` bytes, the image's aspect kept (bisection on the scale)."""
+    low, high = 0.0, 1.0
+    for _ in range(20):
+        scale = (low + high) / 2
+        h, w = max(int(height * scale), 1), max(int(width * scale), 1)
+        low, high = (scale, high) if estimate_bytes(h, w, config) <= have else (low, scale)
+    return int(config.size * low * 0.9) // 16 * 16
+
+
 def check_memory(height: int, width: int, config: Config) -> int:
     """The estimate for this run; a :class:`JStyleError` if it exceeds what is available."""
     need = estimate_bytes(height, width, config)
     have = available_bytes()
     if have is not None and need > have:
         gib = 2**30
-        scale = ((have - FIXED_BYTES) / max(need - FIXED_BYTES, 1)) ** 0.5
-        fits = int(config.size * max(scale, 0.0) * 0.9) // 16 * 16
+        tiled = tile_size(height, width, config)
+        fits = _fitting_size(height, width, config, have)
+        if tiled:
+            fix = (f"most of it is image-sized (the L-BFGS history of {config.lbfgs_memory} "
+                   f"steps: lower lbfgs_memory"
+                   f"{', or optimizer: adam' if config.optimizer == 'lbfgs' else ''}), or use "
+                   f"a smaller size (about {fits} px fits)")
+        else:
+            fix = (f"use a smaller size (about {fits} px fits)"
+                   f"{' or optimizer: adam (less memory)' if config.optimizer == 'lbfgs' else ''}"
+                   f"{', or tile_size: auto' if tileable(config) else ''}")
         raise JStyleError(
             f"a {width}x{height} px run needs about {need / gib:.1f} GiB of memory but "
-            f"{have / gib:.1f} GiB are available; use a smaller size (about {fits} px fits)"
-            f"{' or optimizer: adam (less memory)' if config.optimizer == 'lbfgs' else ''}")
+            f"{have / gib:.1f} GiB are available{f' (in tiles of {tiled} px)' if tiled else ''}"
+            f"; {fix}")
     return need

@@ -532,3 +532,27 @@ def test_every_style_loss_runs_from_the_command_line(real_weights, tmp_path, pho
     history = record["history"]
     assert len(history) == 3 and history[-1] < history[0]
     assert all(np.isfinite(v) for v in record["delivered_losses"].values())
+
+
+def test_a_tiled_run_resumed_ends_where_a_whole_image_run_does(real_weights, phase_images,
+                                                               tmp_path):
+    """tile_size through the command line: interrupted and resumed, a run in tiles ends at
+    the loss and image of the same run on the whole image, and its sidecar names its tiles."""
+    env = {"JSTYLE_WEIGHTS": str(real_weights.path)}
+    common = ["--content", str(phase_images / "photo.png"), "--set", "size=160",
+              "--set", "iterations=12", *SHALLOW, "--quiet"]
+    whole, tiled = tmp_path / "whole.png", tmp_path / "tiled.png"
+    proc = jstyle(*common, "--output", str(whole), "--set", "tile_size=0", env=env)
+    assert proc.returncode == 0, proc.stderr
+    args = [*common[:-1], "--output", str(tiled), "--set", "tile_size=64"]
+    _interrupt_when(args, env, "| 1/12 [")
+    proc = jstyle(*args, "--resume", "--quiet", env=env)
+    assert proc.returncode == 0, proc.stderr
+    a, b = (json.loads(p.with_suffix(".json").read_text()) for p in (whole, tiled))
+    assert b["tiling"]["tile_size"] == 64 and b["tiling"]["tiles"] == 6
+    assert a["tiling"]["tiles"] == 1
+    np.testing.assert_allclose(b["history"], a["history"], rtol=1e-3)
+    assert b["delivered_losses"]["total"] == pytest.approx(a["delivered_losses"]["total"],
+                                                           rel=1e-3)
+    x, y = (np.asarray(Image.open(p), np.float32) for p in (whole, tiled))
+    assert np.abs(x - y).max() <= 2

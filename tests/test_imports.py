@@ -15,11 +15,11 @@ PACKAGE = ROOT / "jstyle"
 #: The layers of the guide: the network, losses, objective and optimisers; the loop that
 #: runs them; everything that knows of configs, files and terminals.
 CORE = ("layers", "vgg", "onednn", "losses", "style_losses", "objective", "optimize",
-        "preprocessing", "metrics", "options", "errors")
+        "preprocessing", "metrics", "options", "errors", "tiling")
 ENGINE = ("engine", "transfer", "sharding")
 SHELL = ("config", "inputs", "images", "outputs", "progress", "run", "figures", "api",
          "pipeline", "report", "default_images", "memory", "cache", "fileio", "color", "terminal",
-         "bench", "weights", "xla_cpu", "precision")
+         "bench", "weights", "xla_cpu", "precision", "web", "studio")
 
 
 def _imports(module: str) -> set[str]:
@@ -133,3 +133,16 @@ def test_reading_a_weights_file_needs_no_jax(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, timeout=120)
     assert out.stdout.split() == ["16", "[]"], out.stdout + out.stderr
+
+
+def test_the_command_line_loads_no_web_module_without_web():
+    """``--web``'s server and pages (jstyle.web) load only when it is given."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport jstyle.run\njstyle.run.parser().parse_args(['--quiet'])\n"
+            "print(sorted(m for m in sys.modules if m.startswith('jstyle.web') or m in "
+            "('jstyle.studio', 'http.server')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

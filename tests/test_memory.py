@@ -1,11 +1,12 @@
 """The memory estimate, and the refusal of a run that cannot fit."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from jstyle import memory
+from jstyle import memory, tiling
 from jstyle.config import Config, resolve
 from jstyle.errors import JStyleError
 
@@ -52,13 +53,64 @@ def test_estimate_holds_with_and_without_remat():
 
 def test_a_run_that_cannot_fit_is_refused_with_the_estimate(monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda: 2 * 2**30)
-    c = resolve({"size": 4096})
+    c = resolve({"size": 4096, "tile_size": 0})
     with pytest.raises(JStyleError) as info:
         memory.check_memory(3072, 4096, c)
     message = str(info.value)
     assert "needs about" in message and "2.0 GiB are available" in message
-    assert "smaller size (about" in message and "adam" in message
+    assert "smaller size (about" in message and "adam" in message and "tile_size: auto" in message
     assert memory.check_memory(96, 128, resolve({"size": 128})) > 0
+
+
+def test_the_size_said_to_fit_does(monkeypatch):
+    monkeypatch.setattr(memory, "available_bytes", lambda: 6 * 2**30)
+    for settings in ({"tile_size": 0}, {"tile_size": "auto"}, {"tile_size": 256}):
+        c = resolve({"size": 8192, **settings})
+        with pytest.raises(JStyleError, match=r"about (\d+) px fits") as info:
+            memory.check_memory(6144, 8192, c)
+        fits = int(re.search(r"about (\d+) px fits", str(info.value))[1])
+        assert 512 < fits < 8192
+        assert memory.check_memory(fits * 3 // 4, fits, resolve({"size": fits, **settings}))
+
+
+def test_tiles_bound_the_network_and_leave_the_image_sized_part():
+    c = resolve({"size": 4096})
+    whole = memory.estimate_bytes(3072, 4096, c, 0)
+    tiled = memory.estimate_bytes(3072, 4096, c, 512)
+    assert tiled < whole / 3
+    image = 3072 * 4096 * 3 * 4
+    assert tiled > (2 * c.lbfgs_memory + 4) * image  # the history stays whole
+    assert memory.estimate_bytes(384, 512, c, 512) == memory.estimate_bytes(384, 512, c, 0)
+
+
+def test_auto_tiles_only_what_does_not_fit_in_the_budget(monkeypatch):
+    have = 16 * 2**30
+    monkeypatch.setattr(memory, "available_bytes", lambda: have)
+    c = resolve({"size": 4096})
+    assert memory.tile_size(384, 512, c) == 0  # fits whole
+    tile = memory.tile_size(3072, 4096, c)
+    assert tile >= memory.MIN_TILE
+    assert memory.estimate_bytes(3072, 4096, c, tile) <= memory.TILE_BUDGET * have
+    bigger = tile + tiling.grid(("relu4_2", "relu5_1"))  # the next candidate
+    assert memory.estimate_bytes(3072, 4096, c, bigger) > memory.TILE_BUDGET * have
+    record = memory.tiling_record(3072, 4096, c)
+    assert record["tile_size"] == "auto" and record["used"] == tile and record["tiles"] > 1
+    assert record["halo"] == tiling.halo(("relu4_2", "relu5_1"))
+    # what cannot be tiled is not
+    assert memory.tile_size(3072, 4096, resolve({"style_loss": "mean_std"})) == 0
+    assert memory.tile_size(3072, 4096, resolve({"sharding": "spatial"})) == 0
+    assert memory.tile_size(3072, 4096, resolve({"tile_size": 0})) == 0
+    assert memory.tile_size(3072, 4096, resolve({"tile_size": 300})) == 300
+
+
+def test_a_run_too_large_even_in_tiles_names_the_history(monkeypatch):
+    monkeypatch.setattr(memory, "available_bytes", lambda: 4 * 2**30)
+    c = resolve({"size": 8192, "lbfgs_memory": 50})
+    with pytest.raises(JStyleError) as info:
+        memory.check_memory(6144, 8192, c)
+    message = str(info.value)
+    assert "(in tiles of" in message and "lower lbfgs_memory" in message
+    assert "\n" not in message
 
 
 def test_available_memory_is_known_here():
@@ -79,3 +131,16 @@ def test_memory_benchmark_table_compares_remat_with_plain():
     assert table[3] == "| 512x384 | on | 1243 | 1170 | 300 | 5.00 | -10%, -25%, +25% |"
     assert table[4].startswith("| 1024x768 | on | n/a | n/a | n/a | n/a |")
     assert table[-1] == "Failed measurements: 1024 px remat True: timed out"
+
+
+def test_auto_takes_all_the_memory_before_the_smallest_tile(monkeypatch):
+    # At 4096 px the L-BFGS history alone (6.6 GB) overruns half of 10 GiB: auto then plans
+    # for all of it with tiles as large as fit, not for half of it with the smallest.
+    have = 10 * 2**30
+    monkeypatch.setattr(memory, "available_bytes", lambda: have)
+    c = resolve({"size": 4096})
+    assert memory.estimate_bytes(3072, 4096, c, memory.MIN_TILE) > memory.TILE_BUDGET * have
+    tile = memory.tile_size(3072, 4096, c)
+    assert tile > 4 * memory.MIN_TILE
+    assert memory.estimate_bytes(3072, 4096, c, tile) <= have
+    assert memory.check_memory(3072, 4096, c)

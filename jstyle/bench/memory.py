@@ -1,5 +1,6 @@
 """``python -m jstyle.bench.memory``: peak memory and time per iteration, with and without
-rematerialisation (``remat``), against :func:`jstyle.memory.estimate_bytes`.
+rematerialisation (``remat``) or in tiles (``--tiles``), against
+:func:`jstyle.memory.estimate_bytes`.
 
 For each size and each setting it runs a few L-BFGS iterations of the paper's objective
 on the real weights -- the command line's code path, :func:`jstyle.transfer.stylize` --
@@ -19,18 +20,46 @@ from typing import Any
 from jstyle.bench.harness import _fmt, _worker, shape_for
 
 
-def measure(sizes: list[int], iterations: int, timeout: float, log) -> list[dict[str, Any]]:
-    """One row per size and remat setting, each measured in its own process."""
+def measure(sizes: list[int], iterations: int, timeout: float, log,
+            tiles: list[int] | None = None) -> list[dict[str, Any]]:
+    """One row per size and remat setting -- or, with ``tiles``, per size and tile size
+    (0: the whole image; remat off) -- each measured in its own process."""
     rows = []
+    settings = [(r, 0) for r in (False, True)] if not tiles else [(False, t) for t in tiles]
     for size in sizes:
         height, width = shape_for(size)
-        for remat in (False, True):
-            log(f"{width}x{height} px, remat {'on' if remat else 'off'}")
+        for remat, tile in settings:
+            log(f"{width}x{height} px, remat {'on' if remat else 'off'}, tiles {tile or 'none'}")
             spec = {"kind": "memory_jax", "height": height, "width": width,
-                    "iterations": iterations, "remat": remat}
+                    "iterations": iterations, "remat": remat, "tile": tile}
             rows.append({"size": size, "height": height, "width": width, "remat": remat,
-                         **_worker(spec, timeout)})
+                         "tile": tile, **_worker(spec, timeout)})
     return rows
+
+
+def tiles_markdown(rows: list[dict[str, Any]]) -> str:
+    """Rows of a ``--tiles`` run as a table; the last column compares each tiled run with
+    the same size's whole-image one."""
+    mb = 2**20
+    out = ["| image | tiles | estimate MB | peak RSS MB | s / iteration | "
+           "peak RSS, time vs whole |", "| --- | --- | --- | --- | --- | --- |"]
+    whole = {r["size"]: r for r in rows if not r.get("tile")}
+    for r in rows:
+        base = whole.get(r["size"], {})
+        versus = ""
+        if r.get("tile") and "peak_rss_mb" in r and "peak_rss_mb" in base:
+            versus = ", ".join(f"{r[k] / base[k] - 1:+.0%}" for k in (
+                "peak_rss_mb", "seconds_per_iteration"))
+        out.append(
+            f"| {r['width']}x{r['height']} | {r.get('tile') or 'none'} | "
+            f"{_fmt(r.get('estimate_bytes') and r['estimate_bytes'] / mb, '.0f')} | "
+            f"{_fmt(r.get('peak_rss_mb'), '.0f')} | "
+            f"{_fmt(r.get('seconds_per_iteration'), '.2f')} | {versus} |")
+    errors = [f"{r['size']} px tiles {r.get('tile')}: {r['error']}" for r in rows
+              if "error" in r]
+    if errors:
+        out += ["", "Failed measurements: " + "; ".join(errors)]
+    return "\n".join(out)
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
@@ -66,6 +95,8 @@ def parser() -> argparse.ArgumentParser:
                    help="longest sides in pixels (images are 4:3)")
     p.add_argument("--iterations", type=int, default=5, help="L-BFGS iterations per run")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
+    p.add_argument("--tiles", type=int, nargs="+", metavar="PX",
+                   help="compare tile sizes instead of remat (0: the whole image)")
     p.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     return p
 
@@ -79,16 +110,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _measure(args: argparse.Namespace) -> int:
     rows = measure(args.sizes, args.iterations, args.timeout,
-                   lambda msg: print(f"[bench.memory] {msg}", file=sys.stderr, flush=True))
+                   lambda msg: print(f"[bench.memory] {msg}", file=sys.stderr, flush=True),
+                   args.tiles)
     if args.json:
         from jstyle.bench.harness import machine
 
         args.json.parent.mkdir(parents=True, exist_ok=True)
         command = "python -m jstyle.bench.memory " + " ".join(
-            f"--sizes {' '.join(map(str, args.sizes))} --iterations {args.iterations}".split())
+            f"--sizes {' '.join(map(str, args.sizes))} --iterations {args.iterations}"
+            f"{' --tiles ' + ' '.join(map(str, args.tiles)) if args.tiles else ''}".split())
         args.json.write_text(json.dumps({"machine": machine(), "command": command,
                                          "rows": rows}, indent=2))
-    print(markdown(rows))
+    print(tiles_markdown(rows) if args.tiles else markdown(rows))
     return 0
 
 

@@ -223,21 +223,23 @@ def lbfgs_torch(spec: dict) -> dict:
 
 
 def memory_jax(spec: dict) -> dict:
-    """A few L-BFGS iterations (the CLI's code path), with or without rematerialisation: the
-    memory estimate, XLA's temporary buffers of the compiled optimisation chunk, and time per
-    iteration (the peak RSS is added by :func:`main`)."""
+    """A few L-BFGS iterations (the CLI's code path), with or without rematerialisation, in
+    tiles of ``spec["tile"]`` pixels (0 or absent: none): the memory estimate, XLA's
+    temporary buffers of the compiled optimisation chunk, and time per iteration (the peak
+    RSS is added by :func:`main`)."""
     from jstyle import engine, transfer
     from jstyle.config import Config
     from jstyle.memory import estimate_bytes
     from jstyle.optimize import make_solver
 
     weights, objective, content, style, noise = _problem(spec["height"], spec["width"])
-    objective = dataclasses.replace(objective, remat=spec["remat"])
+    tile = spec.get("tile", 0)
+    objective = dataclasses.replace(objective, remat=spec["remat"], tile=tile)
     result = transfer.stylize(weights.params, content, [style], objective,
                               make_solver("lbfgs"), iterations=spec["iterations"], init=noise)
     (compiled,) = engine._COMPILED.values()  # the one program this process compiled
     t = result.timings
-    return {"estimate_bytes": estimate_bytes(spec["height"], spec["width"], Config()),
+    return {"estimate_bytes": estimate_bytes(spec["height"], spec["width"], Config(), tile),
             "xla_temp_bytes": compiled.memory_analysis().temp_size_in_bytes,
             "seconds_per_iteration": t["optimize_s"] / len(result.history),
             "evaluations": result.evaluations, "compile_s": t["compile_s"],
