@@ -97,6 +97,18 @@ def tile_size(height: int, width: int, config: Config) -> int:
         return int(config.tile_size)
     if not tileable(config):
         return 0
+    key = (height, width, config)
+    if key not in _AUTO:
+        _AUTO[key] = _auto_tile(height, width, config)
+    return _AUTO[key]
+
+
+#: ``tile_size: auto``'s decisions in this process, by image size and config: made once, so
+#: that the header, the run and its sidecar agree however the memory available moves.
+_AUTO: dict[tuple[int, int, Config], int] = {}
+
+
+def _auto_tile(height: int, width: int, config: Config) -> int:
     have = available_bytes()
     if have is None or estimate_bytes(height, width, config, 0) <= TILE_BUDGET * have:
         return 0

@@ -272,8 +272,14 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
 
     where = "" if point is None else \
         f" (resuming {plan[point.phase].name} after iteration {point.done})"
+    from jstyle.memory import tiling_record
+
+    tiles = tiling_record(height, width, config)
+    in_tiles = "" if tiles["tiles"] == 1 else \
+        f", in {tiles['tiles']} tiles of {tiles['crop'][1]}x{tiles['crop'][0]} px crops"
     log(f"jstyle: {width}x{height} px, {config.iterations} iterations of {config.optimizer}"
-        f"{where}, on {jax.default_backend()}, about {estimates[0] / 2**30:.1f} GiB of memory")
+        f"{where}, on {jax.default_backend()}, about {estimates[0] / 2**30:.1f} GiB of memory"
+        f"{in_tiles}")
     if fallback := precision_notice(config.precision, config.sharding):
         log(fallback)
 

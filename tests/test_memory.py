@@ -13,6 +13,11 @@ from jstyle.errors import JStyleError
 BENCH = Path(__file__).resolve().parents[1] / "docs" / "bench"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_auto_decisions(monkeypatch):
+    monkeypatch.setattr(memory, "_AUTO", {})  # each test's memory, decided afresh
+
+
 def test_estimate_grows_with_the_image_and_the_lbfgs_history():
     c = Config()
     small, big = memory.estimate_bytes(384, 512, c), memory.estimate_bytes(768, 1024, c)
@@ -144,3 +149,13 @@ def test_auto_takes_all_the_memory_before_the_smallest_tile(monkeypatch):
     assert tile > 4 * memory.MIN_TILE
     assert memory.estimate_bytes(3072, 4096, c, tile) <= have
     assert memory.check_memory(3072, 4096, c)
+
+
+def test_auto_decides_once_per_image_size(monkeypatch):
+    have = [16 * 2**30]
+    monkeypatch.setattr(memory, "available_bytes", lambda: have[0])
+    c = resolve({"size": 4096})
+    first = memory.tile_size(3072, 4096, c)
+    have[0] = 10 * 2**30  # another process took memory meanwhile
+    assert memory.tile_size(3072, 4096, c) == first == memory.tiling_record(3072, 4096, c)["used"]
+    assert memory.tile_size(1536, 2048, c) != first  # another size decides for itself
