@@ -30,3 +30,24 @@ def one_line_error(call, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in message, message
     return message
+
+
+def file_loss(path, record: dict) -> float:
+    """Eq. 7 of an image file a run wrote (PNG or TIFF, read at its full depth), recomputed
+    from its sidecar's config and inputs: what ``delivered_losses`` must say."""
+    import jax.numpy as jnp
+
+    from jstyle.config import resolve
+    from jstyle.images import read_image, to_array
+    from jstyle.inputs import load_inputs
+    from jstyle.objective import compute_targets, loss_terms
+    from jstyle.pipeline import load_cached_weights, objective_and_solver
+
+    config = resolve(record["config"])
+    weights = load_cached_weights(record["weights"]["path"])
+    objective, _ = objective_and_solver(config, weights.preprocessing)
+    inputs = load_inputs(config, check=lambda h, w: None)
+    targets = compute_targets(weights.params, jnp.asarray(inputs.content),
+                              [jnp.asarray(s) for s in inputs.styles], objective)
+    image = jnp.asarray(to_array(read_image(path, deep=True)))
+    return float(loss_terms(image, weights.params, targets, objective)["total"])

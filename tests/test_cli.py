@@ -14,6 +14,7 @@ from PIL import Image
 
 from jstyle.config import FIELDS
 from jstyle.options import STYLE_LOSSES
+from tests.helpers import file_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -450,25 +451,6 @@ def test_coarse_to_fine_run(real_weights, tmp_path, photo):
     assert Image.open(out).size == (64, 43)
 
 
-def _loss_of_png(path: Path, record: dict) -> float:
-    """Eq. 7 of a saved PNG, recomputed here from its record's config and inputs."""
-    import jax.numpy as jnp
-
-    from jstyle.config import resolve
-    from jstyle.inputs import load_inputs
-    from jstyle.objective import compute_targets, loss_terms
-    from jstyle.pipeline import load_cached_weights, objective_and_solver
-
-    config = resolve(record["config"])
-    weights = load_cached_weights(record["weights"]["path"])
-    objective, _ = objective_and_solver(config, weights.preprocessing)
-    inputs = load_inputs(config, check=lambda h, w: None)
-    targets = compute_targets(weights.params, jnp.asarray(inputs.content),
-                              [jnp.asarray(s) for s in inputs.styles], objective)
-    image = np.asarray(Image.open(path).convert("RGB"), np.float32) / 255.0
-    return float(loss_terms(jnp.asarray(image), weights.params, targets, objective)["total"])
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
 @pytest.mark.parametrize("coarse", [False, True], ids=["one-stage", "coarse-to-fine"])
@@ -485,7 +467,7 @@ def test_the_saved_png_has_the_reported_loss(real_weights, tmp_path, photo, opti
     proc = jstyle(*args, env={"JSTYLE_WEIGHTS": str(real_weights.path)})
     assert proc.returncode == 0, proc.stderr
     record = json.loads(out.with_suffix(".json").read_text())
-    png = _loss_of_png(out, record)
+    png = file_loss(out, record)
     assert png == pytest.approx(record["losses"]["total"], rel=0.01)
     assert png == pytest.approx(record["delivered_losses"]["total"], rel=1e-4)
     assert len(record["evaluations_per_iteration"]) == 30

@@ -14,6 +14,7 @@ from PIL import Image, ImageCms
 
 from jstyle import run
 from jstyle.images import read_image, to_array
+from tests.helpers import file_loss
 
 #: A network two blocks deep, at 32 px: each run compiles in a few seconds.
 SMALL = ["--set", "size=32", "--set", "content_layers=[relu2_2]",
@@ -47,25 +48,6 @@ def photo(tmp_path: Path, icc: bytes) -> Path:
     pixels = (np.random.default_rng(0).random((40, 60, 3)) * 255).astype(np.uint8)
     Image.fromarray(pixels).save(path, icc_profile=icc, dpi=(300, 300))
     return path
-
-
-def _file_loss(path: Path, record: dict) -> float:
-    """Eq. 7 of a saved image as read back (deep: 16 bits exactly), from its record."""
-    import jax.numpy as jnp
-
-    from jstyle.config import resolve
-    from jstyle.inputs import load_inputs
-    from jstyle.objective import compute_targets, loss_terms
-    from jstyle.pipeline import load_cached_weights, objective_and_solver
-
-    config = resolve(record["config"])
-    weights = load_cached_weights(record["weights"]["path"])
-    objective, _ = objective_and_solver(config, weights.preprocessing)
-    inputs = load_inputs(config, check=lambda h, w: None)
-    targets = compute_targets(weights.params, jnp.asarray(inputs.content),
-                              [jnp.asarray(s) for s in inputs.styles], objective)
-    image = jnp.asarray(to_array(read_image(path, deep=True)))
-    return float(loss_terms(image, weights.params, targets, objective)["total"])
 
 
 def _bits(path: Path) -> int:
@@ -102,7 +84,7 @@ def test_each_format_carries_the_photo_and_redoes_from_its_file(
     assert record["output"]["icc_profile"]["bytes"] == len(icc)
     assert record["output"]["dpi"] == pytest.approx([300, 300], abs=0.01)
     # The delivered loss is the file's: its 16 (or 8) bits, read back and evaluated afresh.
-    assert _file_loss(out, record) == pytest.approx(record["delivered_losses"]["total"],
+    assert file_loss(out, record) == pytest.approx(record["delivered_losses"]["total"],
                                                     rel=1e-5)
 
     code = run.main(["--from-image", str(out), "--quiet"])
