@@ -148,8 +148,9 @@ class Config:
     tile_size: int | str = _key(
         TILE_AUTO, "exact tiled evaluation for images larger than memory: the network runs on "
         "tiles of this many pixels a side (plus halos), with the whole image's loss and "
-        "gradient; 0: never; auto: tiles only when the whole image would need more than "
-        "half the memory available, the largest that fit (style_loss gram only)")
+        "gradient; 0: never; auto: tiles only when the whole image would need more than 80% "
+        "of the memory available, then the largest that fit in half of it (style_loss gram "
+        "only)")
     sharding: str = _key(
         "none", "several devices, with JAX's SPMD: none (one device), batch (a batch's photos "
         "split over the devices) or spatial (one image's rows split over the devices)",

@@ -21,9 +21,9 @@ Splitting the rows over devices does shrink it (:mod:`jstyle.sharding`), and so 
 tiled evaluation (``tile_size``, :mod:`jstyle.tiling`): the network's working set is then
 one crop's, and what grows with the image is only what is image-sized -- the L-BFGS
 history (2 x ``lbfgs_memory`` images), the optimiser's other vectors, the content target
-P^l and the gradient's accumulator. ``tile_size: auto`` picks the largest tile whose
-estimate fits in :data:`TILE_BUDGET` of the memory available (no tiles when the whole
-image fits).
+P^l and the gradient's accumulator. ``tile_size: auto`` runs the image whole when its
+estimate fits in :data:`WHOLE_BUDGET` of the memory available (tiles cost time), else
+picks the largest tile whose estimate fits in :data:`TILE_BUDGET` of it.
 """
 
 from __future__ import annotations
@@ -43,8 +43,12 @@ FIXED_BYTES = 600 * 2**20
 RESPONSE_COPIES = 2.5
 
 
-#: The share of the memory available that ``tile_size: auto`` plans a run to use: the
-#: estimate is good to about a fifth, and the machine runs other things.
+#: The shares of the memory available that ``tile_size: auto`` plans a run to use: whole,
+#: up to :data:`WHOLE_BUDGET` (the estimate is good to about a fifth, and tiles cost one
+#: forward pass more per evaluation and their halos); in tiles, :data:`TILE_BUDGET`, for
+#: past about 1024 px a side larger tiles save little time (their halos are a small part)
+#: and the machine runs other things.
+WHOLE_BUDGET = 0.8
 TILE_BUDGET = 0.5
 #: Image-sized arrays a tiled evaluation adds: the gradient's accumulator and its copy.
 TILED_IMAGES = 2
@@ -89,10 +93,10 @@ def estimate_bytes(height: int, width: int, config: Config, tile: int | None = N
 def tile_size(height: int, width: int, config: Config) -> int:
     """The tile a run on a ``height`` x ``width`` image uses, in pixels (0: none): the
     config's number, or for ``auto`` none when the whole image's estimate fits in
-    :data:`TILE_BUDGET` of the memory available, else the largest tile whose estimate
-    does -- or, when the image-sized part alone overruns the budget, the largest that fits
-    in all of it (the smallest, :data:`MIN_TILE`, when none does: :func:`check_memory`
-    says so)."""
+    :data:`WHOLE_BUDGET` of the memory available, else the largest tile whose estimate
+    fits in :data:`TILE_BUDGET` of it -- or, when the image-sized part alone overruns that,
+    the largest that fits in all of it (the smallest, :data:`MIN_TILE`, when none does:
+    :func:`check_memory` says so)."""
     if config.tile_size != TILE_AUTO:
         return int(config.tile_size)
     if not tileable(config):
@@ -110,7 +114,7 @@ _AUTO: dict[tuple[int, int, Config], int] = {}
 
 def _auto_tile(height: int, width: int, config: Config) -> int:
     have = available_bytes()
-    if have is None or estimate_bytes(height, width, config, 0) <= TILE_BUDGET * have:
+    if have is None or estimate_bytes(height, width, config, 0) <= WHOLE_BUDGET * have:
         return 0
     g = tiling.grid(_layers(config))
     candidates = range(max(height, width) // g * g, MIN_TILE - 1, -g)

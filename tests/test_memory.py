@@ -93,6 +93,10 @@ def test_auto_tiles_only_what_does_not_fit_in_the_budget(monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda: have)
     c = resolve({"size": 4096})
     assert memory.tile_size(384, 512, c) == 0  # fits whole
+    # 2048 px: more than half the memory whole, but within WHOLE_BUDGET: no tiles
+    whole = memory.estimate_bytes(1536, 2048, c, 0)
+    assert memory.TILE_BUDGET * have < whole <= memory.WHOLE_BUDGET * have
+    assert memory.tile_size(1536, 2048, c) == 0
     tile = memory.tile_size(3072, 4096, c)
     assert tile >= memory.MIN_TILE
     assert memory.estimate_bytes(3072, 4096, c, tile) <= memory.TILE_BUDGET * have
