@@ -303,10 +303,10 @@ def loss_terms(image: Array, params: dict, targets: Targets, objective: Objectiv
     """
     plan = objective.plan(*image.shape[-3:-1]) if image.ndim == 3 else None
     w = objective.weights() if targets.weights is None else targets.weights
-    terms = {}
     if plan is not None:
-        terms = _tiled_terms(image, params, targets, objective, plan)
-        return _totals(image, terms, w, objective)
+        return _totals(image, _tiled_terms(image, params, targets, objective, plan, w), w,
+                       objective)
+    terms = {}
     F = features(params, image, objective, objective.layers)
     for name, _ in objective.content_layers:
         terms[f"content/{name}"] = losses.content_loss(F[name], targets.content[name])
@@ -326,7 +326,7 @@ def loss_terms(image: Array, params: dict, targets: Targets, objective: Objectiv
 
 
 def _tiled_terms(image: Array, params: dict, targets: Targets, objective: Objective,
-                 plan: tiling.Plan) -> dict:
+                 plan: tiling.Plan, w: dict) -> dict:
     """``content/<layer>`` and ``style/<layer>`` of :func:`loss_terms` from sums over
     ``plan``'s tiles: eq. 1's squared error and eq. 3's G^l (guided, with masks) summed
     over each tile's core, then eq. 4 (or its guided form) of the sums."""
@@ -353,7 +353,6 @@ def _tiled_terms(image: Array, params: dict, targets: Targets, objective: Object
         return sums
 
     sums = tiling.scan(one, plan)
-    w = objective.weights() if targets.weights is None else targets.weights
     terms = {k: v for k, v in sums.items() if k.startswith("content/")}
     for name, _ in objective.style_layers:
         d = downsampling(name)
