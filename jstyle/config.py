@@ -439,13 +439,9 @@ def resolve(values: Mapping[str, Any]) -> Config:
         raise _fail("style_loss", f"{', '.join(single)} matches one style image's "
                     f"distribution, and {count} are given; give one, or use "
                     f"{', '.join(BLENDED_STYLE_LOSSES)} (which blend several)")
-    if config.tile_size not in (0, TILE_AUTO):
-        if others:
-            raise _fail("tile_size", f"{', '.join(others)} is not a sum over positions, so it "
-                        "cannot be summed tile by tile; use style_loss: gram, or tile_size: 0")
-        if config.sharding == "spatial":
-            raise _fail("tile_size", "sharding: spatial already splits the image's rows over "
-                        "the devices; set tile_size: 0 (or auto), or sharding: none")
+    if config.tile_size not in (0, TILE_AUTO) and others:
+        raise _fail("tile_size", f"{', '.join(others)} is not a sum over positions, so it "
+                    "cannot be summed tile by tile; use style_loss: gram, or tile_size: 0")
     if config.sharding != "none" and config.masks:
         raise _fail("sharding", "spatial control (masks) runs on one device; set sharding: none")
     if config.sharding == "batch" and config.preserve_color != "none":

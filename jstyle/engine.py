@@ -44,6 +44,7 @@ from jstyle.objective import (
     objective_and_terms,
 )
 from jstyle.optimize import Solver, for_spatial_split, run_steps
+from jstyle.options import HEIGHT_AXIS
 from jstyle.preprocessing import delivered
 
 __all__ = ["Progress", "BatchProgress", "Result", "Interrupted", "Report", "optimise",
@@ -204,7 +205,7 @@ def make_mesh(axis: str, devices: Sequence[jax.Device] | None = None) -> Mesh:
 
 def one_device_mesh() -> Mesh:
     """The mesh of one run on one device: this process's first device."""
-    return make_mesh("height", jax.local_devices()[:1])
+    return make_mesh(HEIGHT_AXIS, jax.local_devices()[:1])
 
 
 def _put(value: Any, sharding: NamedSharding) -> Array:
@@ -281,7 +282,21 @@ def _per_image(fn: Callable, mesh: Mesh, batched: bool) -> Callable:
     return jax.shard_map(local, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
 
 
+def _on_mesh(fn: Callable) -> Callable:
+    """``fn`` traced under its spatial mesh (``jax.sharding.use_abstract_mesh``), so that
+    tiled evaluation deals its tiles out over the devices (:func:`jstyle.tiling.scan`);
+    a batch, whose photos are split instead, and one device are traced as they are."""
+    @functools.wraps(fn)
+    def traced(*args, mesh, batched, **kwargs):
+        split = not batched and mesh.size > 1
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh) if split else \
+                contextlib.nullcontext():
+            return fn(*args, mesh=mesh, batched=batched, **kwargs)
+    return traced
+
+
 @functools.partial(jax.jit, static_argnames=("objective", "mesh", "batched"))
+@_on_mesh
 def _targets(params, contents, styles, blend, masks, weights, *, objective, mesh, batched):
     # vmap is right here (no control flow): the style images' Gram matrices, which do not
     # depend on the photo, are computed once and broadcast. The weights are arguments, not
@@ -300,11 +315,13 @@ def _targets(params, contents, styles, blend, masks, weights, *, objective, mesh
 
 
 @functools.partial(jax.jit, static_argnames=("objective", "mesh", "batched"))
+@_on_mesh
 def _terms(image, params, targets, *, objective, mesh, batched):
     return _vmapped(lambda x, t: loss_terms(x, params, t, objective), batched)(image, targets)
 
 
 @functools.partial(jax.jit, static_argnames=("objective", "solver", "mesh", "batched"))
+@_on_mesh
 def _init_state(image, params, targets, *, objective, solver, mesh, batched):
     def one(x, t):
         return solver.init(lambda y: objective_and_terms(y, params, t, objective), x)
@@ -315,6 +332,7 @@ def _init_state(image, params, targets, *, objective, solver, mesh, batched):
 
 @functools.partial(jax.jit, static_argnames=("objective", "solver", "chunk", "mesh", "batched"),
                    donate_argnames=("image", "state"))
+@_on_mesh
 def _run_chunk(image, state, n, params, targets, *, objective, solver, chunk, mesh, batched):
     def one(x, s, count, t):
         fun = functools.partial(objective_and_terms, params=params, targets=t,

@@ -60,10 +60,20 @@ def _layers(config: Config) -> tuple[str, ...]:
 
 def tileable(config: Config) -> bool:
     """Whether a config's objective can be evaluated in tiles: eq. 4's Gram matrices are
-    sums over positions, the other style losses are not; a spatially sharded run splits
-    the rows over devices instead."""
-    return (all(name == "gram" for name, _ in config.style_loss)
-            and config.sharding != "spatial")
+    sums over positions, the other style losses are not."""
+    return all(name == "gram" for name, _ in config.style_loss)
+
+
+def _crops_at_once(config: Config) -> int:
+    """How many crops' networks share this host's memory at once: with ``sharding:
+    spatial`` on the CPU, one per (host-platform) device, each scanning its own tiles with
+    the image and P^l whole (:func:`jstyle.tiling.scan`); else one (an accelerator holds
+    its own crop)."""
+    if config.sharding != "spatial":
+        return 1
+    import jax
+
+    return len(jax.local_devices()) if jax.default_backend() == "cpu" else 1
 
 
 def estimate_bytes(height: int, width: int, config: Config, tile: int | None = None) -> int:
@@ -83,10 +93,13 @@ def estimate_bytes(height: int, width: int, config: Config, tile: int | None = N
     image = height * width * 3 * 4
     buffers = (2 * config.lbfgs_memory + 4 if config.optimizer == "lbfgs" else 4) * image
     if plan is not None:  # what stays whole: P^l and the gradient's accumulators
+        whole = TILED_IMAGES * image
         for name, _ in config.content_layers:
             d = downsampling(name)
-            buffers += (height // d) * (width // d) * channels(name) * 4
-        buffers += TILED_IMAGES * image
+            whole += (height // d) * (width // d) * channels(name) * 4
+        at_once = _crops_at_once(config)
+        buffers += at_once * whole
+        responses *= at_once
     return int(FIXED_BYTES + RESPONSE_COPIES * responses + buffers)
 
 

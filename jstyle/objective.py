@@ -196,13 +196,13 @@ def _gram_matrices(params: dict, image: Array, objective: Objective,
         return {name: losses.gram_matrix(F)
                 for name, F in features(params, image, objective, layers).items()}
 
-    def one(tile):
+    def one(tile, image, params):
         F = features(params, tiling.crop(image, tile, plan.crop), objective, layers)
         return {name: losses.gram_matrix(
             F[name] * tiling.core_mask(tile, plan.crop, downsampling(name))[..., None])
             for name in layers}
 
-    return tiling.scan(one, plan)
+    return tiling.scan(one, plan, image, params)
 
 
 def layer_masks(masks: Array, factor: int) -> Array:
@@ -332,7 +332,7 @@ def _tiled_terms(image: Array, params: dict, targets: Targets, objective: Object
     over each tile's core, then eq. 4 (or its guided form) of the sums."""
     height, width = image.shape[-3:-1]
 
-    def one(tile):
+    def one(tile, image, params, targets):
         F = features(params, tiling.crop(image, tile, plan.crop), objective, objective.layers)
         sums = {}
         for name, _ in objective.content_layers:
@@ -352,7 +352,7 @@ def _tiled_terms(image: Array, params: dict, targets: Targets, objective: Object
             sums[f"gram/{name}"] = G
         return sums
 
-    sums = tiling.scan(one, plan)
+    sums = tiling.scan(one, plan, image, params, targets._replace(weights=None))
     terms = {k: v for k, v in sums.items() if k.startswith("content/")}
     for name, _ in objective.style_layers:
         d = downsampling(name)

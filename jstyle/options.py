@@ -22,7 +22,7 @@ from jstyle.errors import JStyleError
 __all__ = ["OPTIMIZERS", "PRECISIONS", "STYLE_LOSSES", "BLENDED_STYLE_LOSSES", "BALANCES",
     "BALANCE_RATIO",
     "LBFGS_BACKENDS", "LINE_SEARCHES", "BOUNDS", "POOLING", "INITS", "NOISE_AMPLITUDE",
-    "PRESERVE_COLOR", "SHARDING_MODES", "TILE_AUTO", "MIN_TILE",
+    "PRESERVE_COLOR", "SHARDING_MODES", "BATCH_AXIS", "HEIGHT_AXIS", "TILE_AUTO", "MIN_TILE",
     "OUTPUT_FORMATS", "OUTPUT_BITS", "OUTPUT_SUFFIXES",
     "output_format_for", "BASE_VARIANT",
     "NORMALIZED_VARIANT", "VARIANT_FILES", "VARIANTS", "unknown_variant",
@@ -86,6 +86,10 @@ PRESERVE_COLOR: tuple[str, ...] = ("none", "luminance", "histogram")
 
 #: Ways to run over several devices: none (one device), data parallel, spatial.
 SHARDING_MODES: tuple[str, ...] = ("none", "batch", "spatial")
+#: The device mesh's axis of data parallelism (a batch of photos) and of spatial sharding
+#: (image rows).
+BATCH_AXIS = "batch"
+HEIGHT_AXIS = "height"
 
 #: The files a run writes: an 8-bit PNG, a PNG of 16 bits per channel, or a TIFF of 16 bits
 #: per channel (deflate-compressed), each the float image quantised once

@@ -16,7 +16,10 @@ for all devices that XLA's partitioner splits (no hand-written communication):
   device; the Gram targets A^l (N x N) are replicated. XLA adds the halo exchange that
   each 3x3 convolution needs at the slices' borders and the all-reduce of each Gram
   matrix's sum over positions (eq. 3), so the loss is the single-device loss up to the
-  order of floating-point sums.
+  order of floating-point sums. With exact tiled evaluation (``Objective.tile``), the
+  tiles are dealt out over the same axis instead (:func:`jstyle.tiling.scan`): each
+  device runs the network on its own run of tiles and the sums are added over the
+  devices, so each holds one crop's network.
 
 Both run through the same host loop as a one-device run (:func:`jstyle.engine.optimise`:
 chunks, progress, the non-finite stop, interrupts, resume), return its :class:`Result`, and
@@ -41,7 +44,7 @@ from jstyle.errors import JStyleError
 from jstyle.layers import deepest, downsampling
 from jstyle.objective import Objective
 from jstyle.optimize import Solver
-from jstyle.options import NOISE_AMPLITUDE, SHARDING_MODES
+from jstyle.options import BATCH_AXIS, HEIGHT_AXIS, NOISE_AMPLITUDE, SHARDING_MODES
 from jstyle.transfer import initial_image
 
 __all__ = ["BATCH_AXIS", "HEIGHT_AXIS", "MODES", "BatchProgress", "check_spatial",
@@ -50,9 +53,6 @@ __all__ = ["BATCH_AXIS", "HEIGHT_AXIS", "MODES", "BatchProgress", "check_spatial
 #: The ways to run over several devices (none, batch, spatial).
 MODES = SHARDING_MODES
 
-#: Mesh axis of data parallelism (a batch of photos) and of spatial sharding (image rows).
-BATCH_AXIS = "batch"
-HEIGHT_AXIS = "height"
 
 #: A batch's interrupt: :class:`jstyle.engine.Interrupted`, whose ``results`` hold every photo's.
 BatchInterrupted = Interrupted

@@ -42,9 +42,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jstyle.layers import CONV_LAYERS, deepest, downsampling, layer_index
+from jstyle.options import HEIGHT_AXIS
 
 __all__ = ["Plan", "radius", "halo", "grid", "plan", "crop", "at_layer",
-           "core_mask", "layer_size", "scan"]
+           "core_mask", "layer_size", "scan", "split_axis", "shares"]
 
 Array = jax.Array
 
@@ -153,16 +154,63 @@ def core_mask(tile: Array, size: tuple[int, int], factor: int) -> Array:
     return (inside_r[:, None] & inside_c[None, :]).astype(jnp.float32)
 
 
-def scan(body: Callable[[Array], Any], plan: Plan) -> Any:
-    """The sum over the plan's tiles of ``body(tile)`` (a pytree of arrays), as a
-    ``lax.scan`` whose body is rematerialised: differentiating it runs each tile's network
-    again in the backward pass instead of keeping every tile's responses."""
+def _sum(body: Callable[[Array], Any], tiles: Array, axis: str | None = None) -> Any:
     step = jax.checkpoint(body)
     first = jax.eval_shape(body, jnp.zeros(6, jnp.int32))
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), first)
+    if axis is not None:  # each device's sums differ (its own tiles'): varying over the axis
+        zeros = jax.tree.map(lambda z: jax.lax.pcast(z, (axis,), to="varying"), zeros)
 
     def add(total, tile):
         return jax.tree.map(jnp.add, total, step(tile)), None
 
-    total, _ = jax.lax.scan(add, zeros, jnp.asarray(plan.tiles))
-    return total
+    return jax.lax.scan(add, zeros, tiles)[0]
+
+
+def split_axis() -> tuple[str, int] | None:
+    """The mesh axis that tiles are shared out over, with its size: the ambient mesh's
+    (``jax.set_mesh``) image-rows axis (:data:`jstyle.options.HEIGHT_AXIS`) when it spans
+    more than one device and is not already manual (inside ``shard_map``); else None."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if HEIGHT_AXIS not in mesh.axis_names:
+        return None
+    size = mesh.shape[HEIGHT_AXIS]
+    kind = mesh.axis_types[mesh.axis_names.index(HEIGHT_AXIS)]
+    if size < 2 or kind == jax.sharding.AxisType.Manual:
+        return None
+    return HEIGHT_AXIS, size
+
+
+def shares(plan: Plan, devices: int) -> np.ndarray:
+    """The plan's tiles dealt out to ``devices`` devices, ``(devices, k, 6)``: each device a
+    run of consecutive tiles (tile rows, so its own band of the image, as far as the counts
+    allow), the last ones padded with tiles whose core is empty (they add nothing)."""
+    k = _ceil(plan.count, devices)
+    empty = np.zeros((devices * k - plan.count, 6), np.int32)
+    return np.concatenate([plan.tiles, empty]).reshape(devices, k, 6)
+
+
+def scan(body: Callable[..., Any], plan: Plan, *operands: Any) -> Any:
+    """The sum over the plan's tiles of ``body(tile, *operands)`` (a pytree of arrays), as
+    a ``lax.scan`` whose body is rematerialised: differentiating it runs each tile's network
+    again in the backward pass instead of keeping every tile's responses.
+
+    Under a mesh whose image-rows axis spans several devices (:func:`split_axis`: a run
+    with ``sharding: spatial``), the tiles are dealt out over that axis (:func:`shares`,
+    ``jax.shard_map``): each device scans its own, and the sums are added over the devices
+    (``psum``; in the backward pass each device's image gradient is its own tiles', and
+    JAX adds them). ``operands`` (the image and what the body reads) then go to every
+    device whole: an image-sized array, small beside one crop's network."""
+    split = split_axis()
+    if split is None:
+        return _sum(lambda tile: body(tile, *operands), jnp.asarray(plan.tiles))
+    axis, devices = split
+
+    def local(tiles, *operands):
+        total = _sum(lambda tile: body(tile, *operands), tiles[0], axis)
+        return jax.tree.map(lambda a: jax.lax.psum(a, axis), total)
+
+    replicated = jax.tree.map(lambda _: jax.sharding.PartitionSpec(), operands)
+    return jax.shard_map(local, in_specs=(jax.sharding.PartitionSpec(axis), *replicated),
+                         out_specs=jax.sharding.PartitionSpec())(
+        jnp.asarray(shares(plan, devices)), *operands)

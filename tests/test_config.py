@@ -227,7 +227,6 @@ def test_tile_size_key():
         ({"tile_size": 32}, "at least 64 px"),
         ({"tile_size": -1}, "at least 0"),
         ({"tile_size": 256, "style_loss": "wasserstein"}, "not a sum over positions"),
-        ({"tile_size": 256, "sharding": "spatial"}, "already splits the image's rows"),
     ]:
         with pytest.raises(JStyleError, match=re.escape(fragment)):
             resolve(values)

@@ -103,6 +103,23 @@ report(loss=[float(v1), float(v4)], grad_error=float(jnp.abs(g4 - g1).max()),
        progress=progress)
 """
 
+SPATIAL_TILES = """
+import dataclasses, re
+mesh = sharding.make_mesh(sharding.HEIGHT_AXIS)
+TILED = dataclasses.replace(OBJ, tile=16)  # 64 x 48: 4 x 3 tiles, 3 for each of 4 devices
+content, style = (rng.random((64, 48, 3), dtype=np.float32) for _ in range(2))
+plan = TILED.plan(64, 48)
+whole = transfer.stylize(PARAMS, content, [style], OBJ, SOLVER, iterations=4)
+one = transfer.stylize(PARAMS, content, [style], TILED, SOLVER, iterations=4)
+split = sharding.stylize_spatial(PARAMS, content, [style], TILED, SOLVER, iterations=4,
+                                 mesh=mesh)
+hlo = SEEN["hlo"]
+trips = sorted({int(n) for n in re.findall(r'trip_count":[{]"n":"([0-9]+)"', hlo)})
+report(tiles=plan.count, trips=trips, history=[whole.history, one.history, split.history],
+       image_error=float(np.abs(split.image - one.image).max()),
+       whole_error=float(np.abs(split.image - whole.image).max()))
+"""
+
 BATCH = """
 mesh = sharding.make_mesh(sharding.BATCH_AXIS)
 contents = rng.random((5, 16, 16, 3), dtype=np.float32)  # 5 photos on 4 devices: padded to 8
@@ -205,6 +222,17 @@ def test_spatial_shard_loss_gradient_and_lbfgs_equal_one_device():
     assert all(t["replicated"] for t in r["style_targets"])
     # XLA split the convolutions: neighbours' rows are exchanged, the image never gathered.
     assert r["halo_exchanges"] > 0 and r["all_gathers"] == 0, r
+
+
+def test_spatial_shard_with_tiles_deals_the_tiles_out_and_equals_one_device():
+    r = _run(SPATIAL_TILES)
+    assert r["tiles"] == 12
+    # Each device scans its own 3 tiles (forward and backward), never all 12.
+    assert 3 in r["trips"] and 12 not in r["trips"], r["trips"]
+    whole, one, split = r["history"]
+    assert all(_close(s, o, 1e-4) for o, s in zip(one, split, strict=True)), r["history"]
+    assert all(_close(s, w, 1e-4) for w, s in zip(whole, split, strict=True)), r["history"]
+    assert r["image_error"] <= 1e-3 and r["whole_error"] <= 1e-3, r
 
 
 def test_data_parallel_shard_equals_each_image_alone():
