@@ -30,7 +30,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Kernels", "SOURCE", "TARGET", "library_path", "build", "load", "loaded", "conv3x3"]
+__all__ = ["Kernels", "NoKernelError", "SOURCE", "TARGET", "library_path", "build", "load",
+           "loaded", "conv3x3"]
 
 #: The C++ source of the custom call, shipped in the package.
 SOURCE = Path(__file__).with_name("kernels") / "onednn_conv.cc"
@@ -51,6 +52,11 @@ class Kernels:
     def native(self) -> bool:
         """Whether the CPU's own bfloat16 instructions run the convolutions."""
         return "bf16" in self.implementation or "amx" in self.implementation
+
+
+class NoKernelError(RuntimeError):
+    """The library built and loaded, but oneDNN offers no bfloat16 convolution for this
+    CPU (one without AVX-512): a fact of the machine, not a broken install."""
 
 
 def _compiler() -> str | None:
@@ -107,7 +113,9 @@ def _register(path: str) -> Kernels:
     describe.restype = ctypes.c_char_p
     implementation = describe().decode()
     if implementation.startswith("error"):
-        raise RuntimeError(f"oneDNN cannot run the convolution here: {implementation}")
+        # oneDNN builds no bfloat16 convolution for a CPU without AVX-512 (AVX2 only)
+        raise NoKernelError(f"oneDNN has no bfloat16 convolution for this CPU "
+                       f"({implementation.removeprefix('error: ')})")
     jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.JstyleConv3x3Bf16),
                                 platform="cpu")
     return Kernels(Path(path), implementation)
