@@ -78,6 +78,27 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str,
         time.sleep(interval)
 
 
+def click(driver, selector: str, timeout: float = 10) -> None:
+    """Click the element ``selector`` names, found afresh until the click lands: a list the
+    page re-renders (each second, as a run reports) can replace the element between the
+    look-up and the click (Selenium's StaleElementReferenceException)."""
+    from selenium.common.exceptions import (
+        ElementClickInterceptedException,
+        NoSuchElementException,
+        StaleElementReferenceException,
+    )
+
+    def clicked() -> bool:
+        try:
+            driver.find_element("css selector", selector).click()
+        except (StaleElementReferenceException, NoSuchElementException,
+                ElementClickInterceptedException):
+            return False
+        return True
+
+    wait_for(clicked, timeout, f"a click on {selector}")
+
+
 class Process:
     """A jstyle process started by a test, its stderr read line by line in the background;
     :meth:`url` waits for the address it prints."""

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
-from browser import ROOT, Process, changed_image, chromium, wait_for
+from browser import ROOT, Process, changed_image, chromium, click, wait_for
 from PIL import Image
 
 from jstyle.errors import JStyleError
@@ -77,7 +77,7 @@ def test_a_run_is_started_watched_queued_behind_stopped_and_downloaded(
         def refused(content: Path, message: str) -> None:
             driver.find_element(CSS, "#content").send_keys(str(content))
             driver.find_element(CSS, "#style").send_keys(str(pictures[1]))
-            driver.find_element(CSS, "#start").click()
+            click(driver, "#start")
             wait_for(lambda: message in error.text, 30, f"the error for {content.name}")
 
         refused(text_file, "x.jpg is not an image Pillow can read")
@@ -89,7 +89,7 @@ def test_a_run_is_started_watched_queued_behind_stopped_and_downloaded(
         _fill(driver, "#size", "64")
         _fill(driver, "#iterations", "20000")
         _fill(driver, "#extra", SHALLOW)
-        driver.find_element(CSS, "#start").click()
+        click(driver, "#start")
         wait_for(lambda: driver.find_elements(CSS, "#jobs li[data-id='1']"), 30, "run #1")
         assert error.text == ""
         first, second = changed_image(driver, "#run .image", timeout=120)
@@ -97,18 +97,18 @@ def test_a_run_is_started_watched_queued_behind_stopped_and_downloaded(
         command = driver.find_element(CSS, "#run .command").text
         assert "--set size=64" in command and "--set iterations=20000" in command
 
-        driver.find_element(CSS, "#start").click()  # a second run waits for the first
+        click(driver, "#start")  # a second run waits for the first
         wait_for(lambda: driver.find_elements(CSS, "#jobs li[data-id='2'][data-status='queued']"),
                  30, "run #2 in the queue")
         assert "queued (1)" in driver.find_element(CSS, "#jobs li[data-id='2']").text
-        driver.find_element(CSS, "#run .stop").click()  # run #2 is shown: leaves the queue
+        click(driver, "#run .stop")  # run #2 is shown: leaves the queue
         wait_for(lambda: driver.find_elements(
             CSS, "#jobs li[data-id='2'][data-status='cancelled']"), 30, "run #2 cancelled")
 
-        driver.find_element(CSS, "#jobs li[data-id='1']").click()
+        click(driver, "#jobs li[data-id='1']")
         wait_for(lambda: driver.find_element(CSS, "#run").get_attribute("data-id") == "1", 10,
                  "run #1 shown")
-        driver.find_element(CSS, "#run .stop").click()
+        click(driver, "#run .stop")
         wait_for(lambda: driver.find_element(CSS, "#run .status").text == "interrupted", 60,
                  "run #1 to stop")
         assert "Resume" in driver.find_element(CSS, "#run .message").text
