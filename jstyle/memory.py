@@ -28,6 +28,7 @@ picks the largest tile whose estimate fits in :data:`TILE_BUDGET` of it.
 
 from __future__ import annotations
 
+import bisect
 import os
 from typing import Any
 
@@ -82,8 +83,8 @@ def estimate_bytes(height: int, width: int, config: Config, tile: int | None = N
     if tile is None:
         tile = tile_size(height, width, config)
     layers = _layers(config)
-    plan = tiling.plan(height, width, tile, layers) if tile else None
-    net_h, net_w = (height, width) if plan is None else plan.crop
+    crop = tiling.crop_shape(height, width, tile, layers) if tile else None
+    net_h, net_w = (height, width) if crop is None else crop
     deepest = max(layer_index(n) for n in layers)
     responses = 0
     for name, (_, n) in CONV_CHANNELS.items():
@@ -92,7 +93,7 @@ def estimate_bytes(height: int, width: int, config: Config, tile: int | None = N
             responses += (net_h // d) * (net_w // d) * n * 4
     image = height * width * 3 * 4
     buffers = (2 * config.lbfgs_memory + 4 if config.optimizer == "lbfgs" else 4) * image
-    if plan is not None:  # what stays whole: P^l and the gradient's accumulators
+    if crop is not None:  # what stays whole: P^l and the gradient's accumulators
         whole = TILED_IMAGES * image
         for name, _ in config.content_layers:
             d = downsampling(name)
@@ -130,11 +131,13 @@ def _auto_tile(height: int, width: int, config: Config) -> int:
     if have is None or estimate_bytes(height, width, config, 0) <= WHOLE_BUDGET * have:
         return 0
     g = tiling.grid(_layers(config))
-    candidates = range(max(height, width) // g * g, MIN_TILE - 1, -g)
+    candidates = range(-(-MIN_TILE // g) * g, max(height, width) // g * g + 1, g)
     for budget in (TILE_BUDGET * have, have):  # within the budget if it can, else all of it
-        for tile in candidates:
-            if estimate_bytes(height, width, config, tile) <= budget:
-                return tile
+        # A smaller tile never needs more: bisect for the last candidate that fits.
+        fits = bisect.bisect_right(
+            candidates, False, key=lambda t: estimate_bytes(height, width, config, t) > budget)
+        if fits:
+            return candidates[fits - 1]
     return MIN_TILE
 
 

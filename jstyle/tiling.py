@@ -44,7 +44,7 @@ import numpy as np
 from jstyle.layers import CONV_LAYERS, deepest, downsampling, layer_index
 from jstyle.options import HEIGHT_AXIS
 
-__all__ = ["Plan", "radius", "halo", "grid", "plan", "crop", "at_layer",
+__all__ = ["Plan", "radius", "halo", "grid", "plan", "crop_shape", "crop", "at_layer",
            "core_mask", "layer_size", "scan", "split_axis", "shares"]
 
 Array = jax.Array
@@ -94,19 +94,41 @@ def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _axis(length: int, tile: int, g: int, h: int) -> tuple[int, list[tuple[int, int, int]]]:
-    """One axis's crop length and its (crop start, core start, core end) triples."""
+def _axis_crop(length: int, tile: int, g: int, h: int) -> tuple[int, int]:
+    """One axis's crop length and core stride (the crop is the whole axis when one crop
+    covers it)."""
     n = _ceil(length, tile)
     core = _ceil(_ceil(length, n), g) * g  # the tile, evened out over n, up to the grid
     crop = core + 2 * h + length % g  # congruent to length modulo g: see the module doc
     if n == 1 or crop >= length:
+        return length, length
+    return crop, core
+
+
+def _axis(length: int, tile: int, g: int, h: int) -> tuple[int, list[tuple[int, int, int]]]:
+    """One axis's crop length and its (crop start, core start, core end) triples."""
+    crop, core = _axis_crop(length, tile, g, h)
+    if crop == length:
         return length, [(0, 0, length)]
-    n = _ceil(length, core)
     spans = []
-    for k in range(n):
+    for k in range(_ceil(length, core)):
         start, end = k * core, min((k + 1) * core, length)
         spans.append((min(max(start - h, 0), length - crop), start, end))
     return crop, spans
+
+
+def crop_shape(height: int, width: int, tile: int,
+               layers: Sequence[str]) -> tuple[int, int] | None:
+    """The crops' shape in :func:`plan`'s tiles, or None where it makes none; without
+    listing the tiles (a memory estimate at any size costs microseconds)."""
+    if tile <= 0:
+        return None
+    g, h = grid(layers), halo(layers)
+    tile = max(tile // g * g, g)
+    crop_h, crop_w = _axis_crop(height, tile, g, h)[0], _axis_crop(width, tile, g, h)[0]
+    if crop_h == height and crop_w == width:
+        return None
+    return crop_h, crop_w
 
 
 def plan(height: int, width: int, tile: int, layers: Sequence[str]) -> Plan | None:

@@ -112,6 +112,17 @@ def test_auto_tiles_only_what_does_not_fit_in_the_budget(monkeypatch):
     assert memory.tile_size(3072, 4096, resolve({"tile_size": 300})) == 300
 
 
+@pytest.mark.parametrize("height,width", [(3072, 4096), (777, 5000), (6000, 300)])
+def test_a_smaller_tile_never_needs_more(height, width):
+    """What tile_size: auto's bisection relies on: the estimate never falls as the tile
+    grows (so the largest tile that fits is found without trying every one)."""
+    c = resolve({"size": max(height, width)})
+    g = tiling.grid(("relu4_2", "relu5_1"))
+    needs = [memory.estimate_bytes(height, width, c, t)
+             for t in range(memory.MIN_TILE, max(height, width) + g, g)]
+    assert needs == sorted(needs) and needs[0] < needs[-1]
+
+
 def test_a_run_too_large_even_in_tiles_names_the_history(monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda: 4 * 2**30)
     c = resolve({"size": 8192, "lbfgs_memory": 50})

@@ -38,6 +38,8 @@ def test_receptive_field_of_the_papers_layers():
 def test_the_cores_partition_the_image_and_the_crops_hold_them(height, width, tile):
     g, h = tiling.grid(PAPER_LAYERS), tiling.halo(PAPER_LAYERS)
     plan = tiling.plan(height, width, tile, PAPER_LAYERS)
+    # the memory estimate's shortcut names the same crops without listing the tiles
+    assert tiling.crop_shape(height, width, tile, PAPER_LAYERS) == (plan and plan.crop)
     if plan is None:
         return
     ch, cw = plan.crop
