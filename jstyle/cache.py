@@ -1,4 +1,5 @@
-"""jstyle's user cache folder: converted weights and JAX's persistent compilation cache."""
+"""jstyle's user cache folder: converted weights, JAX's persistent compilation cache and
+jstyle's compiled programs."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ from jstyle.fileio import expand_user
 
 #: Set to a folder to move the compilation cache, or to "off" to disable it.
 COMPILATION_CACHE_ENV = "JSTYLE_COMPILATION_CACHE"
+#: Inside the compilation cache's folder: whole compiled programs (:mod:`jstyle.programs`).
+PROGRAMS_FOLDER = "jstyle-programs"
+#: Set to "off" to keep the compilation cache but trace every program afresh (for code
+#: that patches jstyle's functions at run time: a kept program would not see the patch).
+PROGRAMS_ENV = "JSTYLE_PROGRAMS"
 
 
 def cache_dir() -> Path:
@@ -19,8 +25,10 @@ def cache_dir() -> Path:
 
 def enable_compilation_cache() -> Path | None:
     """Turn on JAX's persistent compilation cache (a second run of a config then skips
-    XLA compilation). Folder: ``$JSTYLE_COMPILATION_CACHE``, else ``cache_dir()/xla``;
-    ``JSTYLE_COMPILATION_CACHE=off`` disables it. Returns the folder, or None when off."""
+    XLA compilation) and :mod:`jstyle.programs` (it then skips tracing and lowering too).
+    Folder: ``$JSTYLE_COMPILATION_CACHE``, else ``cache_dir()/xla``;
+    ``JSTYLE_COMPILATION_CACHE=off`` disables both, ``JSTYLE_PROGRAMS=off`` the programs
+    alone. Returns the folder, or None when off."""
     import jax
 
     setting = os.environ.get(COMPILATION_CACHE_ENV, "")
@@ -28,6 +36,10 @@ def enable_compilation_cache() -> Path | None:
         return None
     folder = expand_user(setting) if setting else cache_dir() / "xla"
     jax.config.update("jax_compilation_cache_dir", str(folder))
+    from jstyle import programs
+
+    if os.environ.get(PROGRAMS_ENV, "").lower() != "off":
+        programs.enable(folder / PROGRAMS_FOLDER)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return folder

@@ -36,6 +36,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jstyle import programs
 from jstyle.objective import (
     Objective,
     compute_targets,
@@ -357,9 +358,17 @@ def _compiled_chunk(image, state, n, params, targets, *, solver, chunk, **static
     if run is None:
         if len(_COMPILED) >= 8:
             _COMPILED.pop(next(iter(_COMPILED)))  # the oldest
-        run = _COMPILED[key] = _run_chunk.lower(image, state, n, params, targets,
-                                                solver=solver, chunk=chunk, **static).compile()
+        run = _COMPILED[key] = programs.compiled(_run_chunk, image, state, n, params, targets,
+                                                 solver=solver, chunk=chunk, **static)
     return run
+
+
+def _call(fn: Callable, *args, **static):
+    """``fn(*args, **static)``, its compiled program from :mod:`jstyle.programs` when that
+    keeps programs (a warm start then traces nothing), else through ``jax.jit``'s cache."""
+    if programs.folder() is None:
+        return fn(*args, **static)
+    return programs.compiled(fn, *args, **static)(*args)
 
 
 def state_leaves(state: Any) -> tuple[list[np.ndarray], str]:
@@ -468,8 +477,9 @@ def _optimise(params, contents, styles, blend, masks, init, objective, solver, i
     placed: dict[str, Any] = {}
 
     def evaluate(images: np.ndarray) -> list[dict[str, float]]:
-        values = _terms(_put(images if batched else images[0], _spec(image_shape, axis, mesh)),
-                        placed["params"], placed["targets"], **static)
+        values = _call(_terms, _put(images if batched else images[0],
+                                    _spec(image_shape, axis, mesh)),
+                       placed["params"], placed["targets"], **static)
         values = {k: _host(v).reshape(count) for k, v in values.items()}
         return [{k: float(v[i]) for k, v in values.items()} for i in range(count)]
 
@@ -517,9 +527,9 @@ def _optimise(params, contents, styles, blend, masks, init, objective, solver, i
         masks = None if masks is None else _put(np.asarray(masks, np.float32), replicated)
         image = _put(saved.reshape(image_shape), _spec(image_shape, axis, mesh))
         weights = {k: _put(v, replicated) for k, v in weights.items()}
-        targets = _targets(params, contents, styles, blend, masks, weights, **static)
+        targets = _call(_targets, params, contents, styles, blend, masks, weights, **static)
         if state is None:
-            image, state = _init_state(image, params, targets, solver=solver, **static)
+            image, state = _call(_init_state, image, params, targets, solver=solver, **static)
             evaluations += solver.init_evaluations
         else:
             state = jax.tree.map(lambda v, s: _put(v, s), state,

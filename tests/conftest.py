@@ -14,6 +14,10 @@ from jstyle.vgg import VGG19
 
 SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
 
+# Tests patch jstyle's functions (a loss, a halo) and expect the next run to trace them:
+# programs kept on disk would be loaded instead. tests/test_programs.py turns them on.
+os.environ.setdefault("JSTYLE_PROGRAMS", "off")
+
 
 @pytest.fixture(scope="session")
 def random_params() -> dict:

@@ -1,0 +1,213 @@
+"""Compiled programs kept on disk, so that a second run of a config skips tracing,
+lowering and compiling altogether.
+
+JAX's persistent compilation cache (:func:`jstyle.cache.enable_compilation_cache`) saves
+only XLA's compilation: each process still traces the Python program (eq. 7's network,
+its gradient, the optimiser's loop and line search) and lowers it to StableHLO before it
+can look the executable up, and for a run that is most of its start-up. This module keeps
+the executable itself (:mod:`jax.experimental.serialize_executable`) under a key of
+everything the program depends on -- the function, its static arguments, the shapes,
+dtypes and placement of its inputs, jstyle's own source, the JAX and jaxlib versions, the
+XLA flags and the CPU -- so that a warm start loads it in milliseconds and calls it.
+
+Only programs on one device of one process are kept (a sharded run traces as before).
+A file that cannot be read back (another jaxlib, a truncated write) is removed and the
+program compiled again; nothing here can change a result, only how soon it comes.
+
+References:
+  JAX, "Ahead-of-time lowering and compilation":
+  https://docs.jax.dev/en/latest/aot.html
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import pickle
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["enable", "disable", "folder", "compiled", "key", "MAX_BYTES"]
+
+#: Oldest programs are removed once the folder holds more than this.
+MAX_BYTES = 2 << 30
+
+_state: dict[str, Any] = {"folder": None}
+#: Programs compiled or loaded in this process, by key.
+_MEMO: dict[str, Any] = {}
+
+
+def enable(path: Path) -> None:
+    """Keep compiled programs in ``path`` (made when the first is stored)."""
+    _state["folder"] = Path(path)
+
+
+def disable() -> None:
+    """Keep no programs on disk (the default until :func:`enable`)."""
+    _state["folder"] = None
+
+
+def folder() -> Path | None:
+    """Where programs are kept, or None when they are not."""
+    return _state["folder"]
+
+
+@functools.cache
+def _source_digest() -> str:
+    """jstyle's own code: a program traced from other code is another program."""
+    root = Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted([*root.rglob("*.py"), *root.rglob("*.cc")]):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@functools.cache
+def _machine_digest() -> str:
+    """What the executable was compiled for and with: versions, flags, devices, CPU."""
+    from importlib import metadata
+
+    import jax
+
+    parts = [jax.__version__, metadata.version("jaxlib"), os.environ.get("XLA_FLAGS", ""),
+             str(jax.config.jax_enable_x64), str(jax.config.jax_default_matmul_precision)]
+    device = jax.local_devices()[0]
+    parts += [device.platform, device.device_kind, device.client.platform_version]
+    try:  # XLA:CPU compiles for the host's instruction set
+        with open("/proc/cpuinfo") as f:
+            parts += [line for line in f if line.startswith(("flags", "model name"))][:2]
+    except OSError:
+        import platform
+
+        parts.append(platform.processor())
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _leaf_signature(leaf: Any) -> str:
+    import numpy as np
+
+    sharding = getattr(leaf, "sharding", None)
+    return (f"{np.shape(leaf)}:{getattr(leaf, 'dtype', type(leaf).__name__)}:"
+            f"{getattr(leaf, 'weak_type', False)}:{sharding!r}")
+
+
+def _one_device(leaves: list) -> bool:
+    devices = set()
+    for leaf in leaves:
+        sharding = getattr(leaf, "sharding", None)
+        if sharding is not None:
+            devices |= set(sharding.device_set)
+    return len(devices) <= 1
+
+
+def key(jitted: Callable, args: tuple, static: Mapping[str, Any]) -> str:
+    """The key of ``jitted`` lowered for ``args`` with ``static`` keyword arguments."""
+    import jax
+
+    leaves, tree = jax.tree.flatten(args)
+    digest = hashlib.sha256()
+    for part in (getattr(jitted, "__module__", ""), getattr(jitted, "__qualname__", ""),
+                 _source_digest(), _machine_digest(), str(tree),
+                 *(_leaf_signature(v) for v in leaves),
+                 *(f"{k}={v!r}" for k, v in sorted(static.items()))):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:32]
+
+
+def _prepare() -> None:
+    """What lowering would have done: jaxlib's LAPACK kernels (the solvers' small Cholesky
+    and linear solves) take their routines from SciPy when a program using them is first
+    lowered; an executable loaded without lowering would call null pointers."""
+    try:
+        from jax._src.lax.linalg import initialize_lapack
+    except ImportError:  # another jax: lowering a one-element Cholesky does the same
+        import jax
+        import numpy as np
+
+        jax.jit(jax.numpy.linalg.cholesky).lower(np.ones((1, 1), np.float32))
+    else:
+        initialize_lapack()
+
+
+def _load(path: Path):
+    from jax.experimental import serialize_executable
+
+    _prepare()
+    with open(path, "rb") as f:
+        serialized, in_tree, out_tree = pickle.load(f)
+    program = serialize_executable.deserialize_and_load(serialized, in_tree, out_tree)
+    os.utime(path)  # recently used: the last to be evicted
+    return program
+
+
+def _store(path: Path, program) -> None:
+    from jax.experimental import serialize_executable
+
+    try:
+        payload = pickle.dumps(serialize_executable.serialize(program))
+    except (ValueError, NotImplementedError, TypeError, pickle.PicklingError):
+        return  # this executable cannot be serialised: it is compiled each time
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as f:
+        f.write(payload)
+    os.replace(f.name, path)  # atomic: a concurrent run finds a whole file or none
+    _evict(path.parent)
+
+
+def _evict(where: Path) -> None:
+    files = sorted(where.glob("*.program"), key=lambda p: p.stat().st_mtime, reverse=True)
+    total = 0
+    for path in files:
+        total += path.stat().st_size
+        if total > MAX_BYTES and path != files[0]:  # the newest always stays
+            path.unlink(missing_ok=True)
+
+
+def compiled(jitted: Callable, *args: Any, **static: Any):
+    """``jitted`` (a ``jax.jit`` function) compiled for ``args`` (called positionally)
+    with its static keyword arguments ``static``: from this process's memory, else from
+    the folder, else lowered and compiled (and stored). Call it with ``args`` alone."""
+    import jax
+
+    leaves = jax.tree.leaves(args)
+    where = folder()
+    if where is None or jax.process_count() > 1 or not _one_device(leaves):
+        name = None
+    else:
+        name = key(jitted, args, static)
+        program = _MEMO.get(name)
+        if program is not None:
+            return program
+        path = where / f"{name}.program"
+        if path.is_file():
+            try:
+                program = _load(path)
+            except Exception:  # another jaxlib's, truncated, unreadable: compile it again
+                path.unlink(missing_ok=True)
+            else:
+                if len(_MEMO) >= 16:
+                    _MEMO.pop(next(iter(_MEMO)))
+                _MEMO[name] = program
+                return program
+    if name is None:
+        return jitted.lower(*args, **static).compile()
+    # Compiled here, not taken from JAX's persistent cache: an executable read back from
+    # that cache and serialised again lacks its kernels (XLA:CPU, jaxlib 0.10).
+    from jax._src import config
+
+    with config.enable_compilation_cache(False):
+        program = jitted.lower(*args, **static).compile()
+    if name is not None:
+        if len(_MEMO) >= 16:
+            _MEMO.pop(next(iter(_MEMO)))  # the oldest
+        _MEMO[name] = program
+        # a read-only or full disk costs the next run its compilation, nothing else
+        with contextlib.suppress(OSError):
+            _store(where / f"{name}.program", program)
+    return program
