@@ -20,9 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def jstyle(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    # A run as users start it: its programs kept and reused across these runs (conftest
+    # turns them off only for this process, whose tests patch jstyle's functions).
+    base = {k: v for k, v in os.environ.items() if k != "JSTYLE_PROGRAMS"}
     return subprocess.run(
         [sys.executable, "-m", "jstyle.run", *args],
-        capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})}, timeout=600,
+        capture_output=True, text=True, cwd=cwd, env={**base, **(env or {})}, timeout=600,
     )
 
 
