@@ -96,6 +96,29 @@ def test_quality_report_reads_delivered_losses_at_evaluation_counts():
     assert cells[7:] == ["1.50", "0.00..1.00"]
 
 
+def test_quality_report_gives_each_starts_ratio_and_their_median():
+    from jstyle.bench.quality import markdown, ratios_over_starts
+
+    def run(*delivered):  # delivered loss at 50, 100 and 200 evaluations
+        return {"points": [{"iteration": i, "evaluations": e, "seconds": float(i), "loss": d,
+                            "delivered": d} for i, (e, d) in
+                           enumerate(zip((50, 100, 200), delivered, strict=True), start=1)],
+                "noise_ratio": 1.0, "range": [0.0, 1.0]}
+
+    starts = [{"jstyle none": run(5.0, 4.0, 3.0), "scipy L-BFGS-B": run(5.0, 4.0, 2.0)},
+              {"jstyle none": run(5.0, 2.0, 1.0), "scipy L-BFGS-B": run(5.0, 4.0, 2.0)},
+              {"jstyle none": {"error": "boom"}, "scipy L-BFGS-B": run(5.0, 4.0, 2.0)}]
+    assert ratios_over_starts(starts, "jstyle none") == {100: [1.0, 0.5, None],
+                                                         200: [1.5, 0.5, None]}
+    record = {"machine": {"cpu": "Test CPU", "cores": 2}, "objective": "eq. 7", "memory": 20,
+              "sizes": {"128": {"width": 128, "height": 96, "runs": starts[0],
+                                "starts": starts}}}
+    text = markdown(record)
+    assert "128x96 px, 3 starts" in text
+    assert "| jstyle none | 1.000, 0.500, n/a; median 0.750 | 1.500, 0.500, n/a; median 1.000 |" \
+        in text
+
+
 @pytest.mark.slow
 def test_quality_runs_score_the_delivered_images(real_weights):
     """A tiny quality run of jstyle's solver and of scipy's L-BFGS-B: the same start, each

@@ -112,7 +112,8 @@ def quality_jax(spec: dict) -> dict:
     from jstyle.optimize import make_solver
     from jstyle.transfer import Interrupted, stylize
 
-    problem = _problem(spec["height"], spec["width"], spec.get("precision", "float32"))
+    problem = _problem(spec["height"], spec["width"], spec.get("precision", "float32"),
+                       spec.get("seed", 0))
     weights, objective, content, style, noise = problem
     solver = make_solver(spec.get("optimizer", "lbfgs"), lbfgs_backend=spec.get("backend",
                          "jstyle"), lbfgs_memory=spec["memory"],
@@ -153,7 +154,7 @@ def quality_scipy(spec: dict) -> dict:
     from jstyle.bench.worker import _problem
     from jstyle.objective import compute_targets, total_objective
 
-    problem = _problem(spec["height"], spec["width"])
+    problem = _problem(spec["height"], spec["width"], seed=spec.get("seed", 0))
     weights, objective, content, style, noise = problem
     t0 = time.perf_counter()
     targets = compute_targets(weights.params, content, [style], objective)
@@ -193,7 +194,7 @@ def quality_torch(spec: dict) -> dict:
     from jstyle.bench.torch_reference import torch_lbfgs
     from jstyle.bench.worker import _problem, _torch_objective
 
-    problem = _problem(spec["height"], spec["width"])
+    problem = _problem(spec["height"], spec["width"], seed=spec.get("seed", 0))
     _, module, noise = _torch_objective(spec)
     points, images = [], []
     last = [None]
@@ -228,8 +229,25 @@ def seconds_to(points: list[dict], loss: float) -> float | None:
     return None
 
 
+def ratios_over_starts(starts: list[dict[str, dict]], name: str,
+                       reference: str = "scipy L-BFGS-B") -> dict[int, list[float | None]]:
+    """For each checkpoint after the first: ``name``'s delivered loss over ``reference``'s,
+    one ratio per start (None where either run failed or did not get there)."""
+    out: dict[int, list[float | None]] = {}
+    for count in CHECKPOINTS[1:]:
+        row = []
+        for runs in starts:
+            a, b = (runs.get(n, {}).get("points") for n in (name, reference))
+            x = a and at_evaluations(a, count)
+            y = b and at_evaluations(b, count)
+            row.append(x / y if x and y else None)
+        out[count] = row
+    return out
+
+
 def run(args: argparse.Namespace, log) -> dict[str, Any]:
-    """Every solver at every size, each in its own process."""
+    """Every solver at every size, each in its own process; with ``--starts`` above one,
+    every solver again from the further noise starts (seeds 1, 2, ...)."""
     from jstyle.bench.harness import _worker, machine, shape_for
 
     record: dict[str, Any] = {
@@ -237,16 +255,27 @@ def run(args: argparse.Namespace, log) -> dict[str, Any]:
         "objective": "eqs. 1-7: the network as trained, alpha 1, beta 1e3, avg pooling, "
                      "white-noise start (uniform, seed 0), jstyle's default images",
         "memory": args.memory, "max_evaluations": args.evaluations, "sizes": {},
+        "starts": args.starts,
     }
     for size in args.sizes:
         height, width = shape_for(size)
-        runs = {}
-        for name in args.solvers:
-            log(f"quality {size} px: {name}")
-            spec = {**SOLVERS[name], "height": height, "width": width, "memory": args.memory,
-                    "max_evaluations": args.evaluations}
-            runs[name] = _worker(spec, args.timeout)
-        record["sizes"][str(size)] = {"height": height, "width": width, "runs": runs}
+        starts = []
+        for seed in range(args.starts):
+            runs = {}
+            for name in args.solvers:
+                log(f"quality {size} px: {name}" + (f", start {seed}" if seed else ""))
+                spec = {**SOLVERS[name], "height": height, "width": width,
+                        "memory": args.memory, "max_evaluations": args.evaluations,
+                        "seed": seed}
+                runs[name] = _worker(spec, args.timeout)
+                if seed:  # only the losses at the checkpoints are kept of further starts
+                    runs[name] = {"points": [{k: p[k] for k in ("evaluations", "delivered")}
+                                             for p in runs[name].get("points", [])]} \
+                        if "points" in runs[name] else runs[name]
+            starts.append(runs)
+        record["sizes"][str(size)] = {"height": height, "width": width, "runs": starts[0]}
+        if args.starts > 1:
+            record["sizes"][str(size)]["starts"] = starts
     return record
 
 
@@ -297,7 +326,29 @@ def markdown(record: dict[str, Any]) -> str:
                       f"{r['range'][0]:.2f}..{r['range'][1]:.2f}"]
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
+        starts = entry.get("starts")
+        if starts and scipy:
+            out += _starts_table(entry, starts)
     return "\n".join(out)
+
+
+def _starts_table(entry: dict[str, Any], starts: list[dict[str, dict]]) -> list[str]:
+    """Each solver's delivered loss over scipy's at every start, and their median: where
+    two solvers' paths part after a few dozen steps, one start says little at the 1% level."""
+    head = ["solver"] + [f"/ scipy @{c}: each start, median" for c in CHECKPOINTS[1:]]
+    out = [f"**{entry['width']}x{entry['height']} px, {len(starts)} starts** (seeds 0-"
+           f"{len(starts) - 1}; delivered loss over scipy's at the same start)", "",
+           "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for name in starts[0]:
+        if name == "scipy L-BFGS-B":
+            continue
+        cells = [name]
+        for row in ratios_over_starts(starts, name).values():
+            known = [r for r in row if r is not None]
+            cells.append(", ".join(_fmt(r, ".3f") for r in row) + "; median " +
+                         _fmt(float(np.median(known)) if known else None, ".3f"))
+        out.append("| " + " | ".join(cells) + " |")
+    return [*out, ""]
 
 
 def plot(record: dict[str, Any], path: Path) -> None:
@@ -338,6 +389,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--solvers", nargs="+", default=list(DEFAULT_SOLVERS), choices=list(SOLVERS),
                    metavar="NAME", help=f"of: {', '.join(SOLVERS)}")
     p.add_argument("--memory", type=int, default=20, help="L-BFGS history size (all)")
+    p.add_argument("--starts", type=int, default=1,
+                   help="white-noise starts (seeds 0, 1, ...): above 1, a table of each "
+                        "solver's ratio to scipy at every start and its median")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per run")
     p.add_argument("--out", type=Path, default=Path("out/bench"),
                    help="folder for quality.json and quality.png")

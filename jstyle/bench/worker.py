@@ -32,10 +32,11 @@ def _peak_rss_mb() -> float:
     return peak_rss_bytes() / 2**20
 
 
-def _problem(height: int, width: int, precision: str = "float32"):
-    """Weights, objective, content, style and the noise image shared by both frameworks.
-    ``precision`` other than float32 loads what JAX needs for it here (jstyle.precision)
-    and fails the measurement, with the reason, where this machine falls back."""
+def _problem(height: int, width: int, precision: str = "float32", seed: int = 0):
+    """Weights, objective, content, style and the noise image shared by both frameworks
+    (uniform white noise drawn with ``seed``). ``precision`` other than float32 loads what
+    JAX needs for it here (jstyle.precision) and fails the measurement, with the reason,
+    where this machine falls back."""
     from jstyle import default_images
     from jstyle.config import Config
     from jstyle.images import fit_longest, from_array, to_array
@@ -53,7 +54,7 @@ def _problem(height: int, width: int, precision: str = "float32"):
     content = to_array(fit_longest(from_array(default_images.default_content_image()),
                                    max(height, width)).resize((width, height)))
     style = default_images.swirl_painting(height, width)
-    noise = np.random.default_rng(0).random((height, width, 3), dtype=np.float32)
+    noise = np.random.default_rng(seed).random((height, width, 3), dtype=np.float32)
     return weights, objective, content, style, noise
 
 
@@ -119,7 +120,8 @@ def _torch_objective(spec: dict):
 
     from jstyle.bench.torch_reference import TorchObjective
 
-    weights, objective, content, style, noise = _problem(spec["height"], spec["width"])
+    weights, objective, content, style, noise = _problem(spec["height"], spec["width"],
+                                                         seed=spec.get("seed", 0))
     objective = dataclasses.replace(objective, precision=spec.get("precision", "float32"))
     module = TorchObjective(weights.params, objective)
     module.set_targets(content, [style])
