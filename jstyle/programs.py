@@ -92,8 +92,9 @@ def _leaf_signature(leaf: Any) -> str:
     import numpy as np
 
     sharding = getattr(leaf, "sharding", None)
+    devices = sorted(d.id for d in sharding.device_set) if sharding is not None else None
     return (f"{np.shape(leaf)}:{getattr(leaf, 'dtype', type(leaf).__name__)}:"
-            f"{getattr(leaf, 'weak_type', False)}:{sharding!r}")
+            f"{getattr(leaf, 'weak_type', False)}:{sharding!r}:{devices}")
 
 
 def _one_device(leaves: list) -> bool:
