@@ -198,17 +198,37 @@ def compiled(jitted: Callable, *args: Any, **static: Any):
                 return program
     if name is None:
         return jitted.lower(*args, **static).compile()
-    # Compiled here, not taken from JAX's persistent cache: an executable read back from
-    # that cache and serialised again lacks its kernels (XLA:CPU, jaxlib 0.10).
-    from jax._src import config
-
-    with config.enable_compilation_cache(False):
+    with _outside_jax_cache() as bypassed:
         program = jitted.lower(*args, **static).compile()
-    if name is not None:
-        if len(_MEMO) >= 16:
-            _MEMO.pop(next(iter(_MEMO)))  # the oldest
-        _MEMO[name] = program
+    if len(_MEMO) >= 16:
+        _MEMO.pop(next(iter(_MEMO)))  # the oldest
+    _MEMO[name] = program
+    if bypassed:
         # a read-only or full disk costs the next run its compilation, nothing else
         with contextlib.suppress(OSError):
             _store(where / f"{name}.program", program)
     return program
+
+
+@contextlib.contextmanager
+def _outside_jax_cache():
+    """Compile without JAX's persistent cache (neither read nor written): an executable
+    read back from that cache and serialised again lacks its kernels on XLA:CPU (jaxlib
+    0.10: "Function ... not found" when it runs), so only one compiled here is kept.
+    JAX decides once per process whether its cache is used, so the switch is that
+    decision's own state; yields False (keep nothing) where this JAX has none."""
+    try:
+        from jax._src import compilation_cache as cc
+
+        lock = cc._cache_initialized_mutex
+        with lock:
+            saved = cc._cache_checked, cc._cache_used
+            cc._cache_checked, cc._cache_used = True, False
+    except (ImportError, AttributeError):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        with lock:
+            cc._cache_checked, cc._cache_used = saved

@@ -153,3 +153,34 @@ def test_a_transfer_runs_the_same_from_kept_programs(kept, random_params, monkey
     assert sorted(kept.glob("*.program")) == stored
     np.testing.assert_array_equal(again.image, first.image)
     assert again.terms == first.terms and again.delivered == first.delivered
+
+
+def test_a_program_compiled_where_jax_cache_has_it_is_kept_whole(tmp_path):
+    """JAX's persistent cache holds the executable (this process compiled it before, as a
+    run's earlier steps do): the kept program must still be compiled afresh, since one
+    read from that cache and serialised again runs without its kernels."""
+    setup = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import jax
+        import {__name__} as t
+        from jstyle import programs
+        jax.config.update("jax_compilation_cache_dir", {str(tmp_path / "xla")!r})
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        programs.enable({str(tmp_path / "programs")!r})
+        a, b = t._operands()
+    """)
+    steps = [
+        "t._solve(a, b, power=2)",  # into JAX's cache
+        "jax.clear_caches(); t._solve(a, b, power=2)\n"  # read back from it, then kept:
+        "jax.clear_caches(); programs.compiled(t._solve, a, b, power=2)",
+        "print(float(programs.compiled(t._solve, a, b, power=2)(a, b)[0]))",  # loaded, run
+    ]
+    for step in steps:
+        done = subprocess.run([sys.executable, "-c", setup + step], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert len(list((tmp_path / "programs").glob("*.program"))) == 1
+    a, b = _operands()
+    assert float(done.stdout) == pytest.approx(float(_solve(a, b, power=2)[0]), rel=1e-6)
