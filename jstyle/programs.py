@@ -216,14 +216,21 @@ def _outside_jax_cache():
     read back from that cache and serialised again lacks its kernels on XLA:CPU (jaxlib
     0.10: "Function ... not found" when it runs), so only one compiled here is kept.
     JAX decides once per process whether its cache is used, so the switch is that
-    decision's own state; yields False (keep nothing) where this JAX has none."""
+    decision's own state, and this process's in-memory caches are cleared, so that the
+    compilation is a real one. Yields False
+    (keep nothing) where this JAX has neither."""
     try:
+        import jax
         from jax._src import compilation_cache as cc
 
         lock = cc._cache_initialized_mutex
         with lock:
             saved = cc._cache_checked, cc._cache_used
             cc._cache_checked, cc._cache_used = True, False
+        # nor this process's own copy of an executable it read from that cache: its
+        # traces, lowerings and compilations go (on a miss only; they are redone from
+        # JAX's cache when next needed)
+        jax.clear_caches()
     except (ImportError, AttributeError):
         yield False
         return

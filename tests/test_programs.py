@@ -173,8 +173,9 @@ def test_a_program_compiled_where_jax_cache_has_it_is_kept_whole(tmp_path):
     """)
     steps = [
         "t._solve(a, b, power=2)",  # into JAX's cache
-        "jax.clear_caches(); t._solve(a, b, power=2)\n"  # read back from it, then kept:
-        "jax.clear_caches(); programs.compiled(t._solve, a, b, power=2)",
+        # read back from it (into this process's memory too), then kept
+        "jax.clear_caches(); t._solve(a, b, power=2)\n"
+        "programs.compiled(t._solve, a, b, power=2)",
         "print(float(programs.compiled(t._solve, a, b, power=2)(a, b)[0]))",  # loaded, run
     ]
     for step in steps:
