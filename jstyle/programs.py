@@ -12,7 +12,10 @@ XLA flags and the CPU -- so that a warm start loads it in milliseconds and calls
 
 Only programs on one device of one process are kept (a sharded run traces as before).
 A file that cannot be read back (another jaxlib, a truncated write) is removed and the
-program compiled again; nothing here can change a result, only how soon it comes.
+program compiled again; nothing here can change a result, only how soon it comes. A
+program that is not kept yet is compiled afresh, outside JAX's caches (see
+:func:`_outside_jax_cache`): that clears the process's in-memory JAX caches, so other
+jitted functions of the process trace again on their next call (once per new program).
 
 References:
   JAX, "Ahead-of-time lowering and compilation":
