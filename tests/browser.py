@@ -64,13 +64,32 @@ def chromium() -> Iterator[Any]:
         driver.quit()
 
 
+try:
+    from selenium.common.exceptions import (
+        StaleElementReferenceException as StaleElementError,
+    )
+except ImportError:  # no selenium: the browser tests skip, the helpers still import
+    class StaleElementError(Exception):
+        """Stands in for Selenium's, which nothing raises without it."""
+
+
+def text_of(driver, selector: str, timeout: float = 10) -> str:
+    """The text of the element ``selector`` names, read again if the page replaced it
+    between the look-up and the read."""
+    return wait_for(lambda: (driver.find_element("css selector", selector).text,),
+                    timeout, f"the text of {selector}")[0]
+
+
 def wait_for(condition: Callable[[], Any], timeout: float, what: str,
              interval: float = 0.05) -> Any:
     """``condition()``'s first truthy value, polled; a test failure naming ``what`` after
     ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
-        value = condition()
+        try:
+            value = condition()
+        except StaleElementError:  # the page re-rendered the element under the look-up: look again
+            value = None
         if value:
             return value
         if time.monotonic() > deadline:

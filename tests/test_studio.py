@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
-from browser import ROOT, Process, changed_image, chromium, click, wait_for
+from browser import ROOT, Process, changed_image, chromium, click, text_of, wait_for
 from PIL import Image
 
 from jstyle.errors import JStyleError
@@ -93,14 +93,14 @@ def test_a_run_is_started_watched_queued_behind_stopped_and_downloaded(
         wait_for(lambda: driver.find_elements(CSS, "#jobs li[data-id='1']"), 30, "run #1")
         assert error.text == ""
         first, second = changed_image(driver, "#run .image", timeout=120)
-        assert driver.find_element(CSS, "#run .status").text == "running"
-        command = driver.find_element(CSS, "#run .command").text
+        assert text_of(driver, "#run .status") == "running"
+        command = text_of(driver, "#run .command")
         assert "--set size=64" in command and "--set iterations=20000" in command
 
         click(driver, "#start")  # a second run waits for the first
         wait_for(lambda: driver.find_elements(CSS, "#jobs li[data-id='2'][data-status='queued']"),
                  30, "run #2 in the queue")
-        assert "queued (1)" in driver.find_element(CSS, "#jobs li[data-id='2']").text
+        assert "queued (1)" in text_of(driver, "#jobs li[data-id='2']")
         click(driver, "#run .stop")  # run #2 is shown: leaves the queue
         wait_for(lambda: driver.find_elements(
             CSS, "#jobs li[data-id='2'][data-status='cancelled']"), 30, "run #2 cancelled")
@@ -109,9 +109,9 @@ def test_a_run_is_started_watched_queued_behind_stopped_and_downloaded(
         wait_for(lambda: driver.find_element(CSS, "#run").get_attribute("data-id") == "1", 10,
                  "run #1 shown")
         click(driver, "#run .stop")
-        wait_for(lambda: driver.find_element(CSS, "#run .status").text == "interrupted", 60,
+        wait_for(lambda: text_of(driver, "#run .status") == "interrupted", 60,
                  "run #1 to stop")
-        assert "Resume" in driver.find_element(CSS, "#run .message").text
+        assert "Resume" in text_of(driver, "#run .message")
         assert driver.find_element(CSS, "#run .resume").is_displayed()
         links = {kind: driver.find_element(CSS, f"#run .download-{kind}").get_attribute("href")
                  for kind in ("png", "json")}
