@@ -153,11 +153,14 @@ def _load(path: Path):
 def _store(path: Path, program) -> None:
     from jax.experimental import serialize_executable
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         payload = pickle.dumps(serialize_executable.serialize(program))
     except (ValueError, NotImplementedError, TypeError, pickle.PicklingError):
-        return  # this executable cannot be serialised: it is compiled each time
-    path.parent.mkdir(parents=True, exist_ok=True)
+        # This executable cannot be kept: say so, so that the next run compiles it through
+        # JAX's persistent cache instead of afresh outside it.
+        path.with_suffix(".unkept").touch()
+        return
     with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as f:
         f.write(payload)
     os.replace(f.name, path)  # atomic: a concurrent run finds a whole file or none
@@ -199,7 +202,7 @@ def compiled(jitted: Callable, *args: Any, **static: Any):
                     _MEMO.pop(next(iter(_MEMO)))
                 _MEMO[name] = program
                 return program
-    if name is None:
+    if name is None or (where / f"{name}.unkept").is_file():
         return jitted.lower(*args, **static).compile()
     with _outside_jax_cache() as bypassed:
         program = jitted.lower(*args, **static).compile()

@@ -79,6 +79,26 @@ def test_an_unreadable_program_is_compiled_again(kept):
     assert np.isfinite(float(program(a, b)[0]))
 
 
+def test_a_program_that_cannot_be_kept_is_marked_and_then_compiled_as_usual(kept,
+                                                                             monkeypatch):
+    from jax.experimental import serialize_executable
+
+    def refuse(compiled):
+        raise NotImplementedError("serialize_executables with const_args")
+
+    a, b = _operands()
+    monkeypatch.setattr(serialize_executable, "serialize", refuse)
+    first = programs.compiled(_solve, a, b, power=2)
+    assert not list(kept.glob("*.program")) and len(list(kept.glob("*.unkept"))) == 1
+    programs._MEMO.clear()
+    calls = []
+    monkeypatch.setattr(programs, "_outside_jax_cache",
+                        lambda: calls.append(1) or pytest.fail("compiled outside JAX's cache"))
+    again = programs.compiled(_solve, a, b, power=2)  # through JAX's caches, not afresh
+    assert not calls
+    np.testing.assert_array_equal(again(a, b)[1], first(a, b)[1])
+
+
 def test_nothing_is_kept_when_disabled(tmp_path):
     programs.disable()
     a, b = _operands()
