@@ -198,21 +198,25 @@ def compiled(jitted: Callable, *args: Any, **static: Any):
             except Exception:  # another jaxlib's, truncated, unreadable: compile it again
                 path.unlink(missing_ok=True)
             else:
-                if len(_MEMO) >= 16:
-                    _MEMO.pop(next(iter(_MEMO)))
-                _MEMO[name] = program
-                return program
+                return _remember(name, program)
     if name is None or (where / f"{name}.unkept").is_file():
         return jitted.lower(*args, **static).compile()
     with _outside_jax_cache() as bypassed:
         program = jitted.lower(*args, **static).compile()
-    if len(_MEMO) >= 16:
-        _MEMO.pop(next(iter(_MEMO)))  # the oldest
-    _MEMO[name] = program
+    _remember(name, program)
     if bypassed:
         # a read-only or full disk costs the next run its compilation, nothing else
         with contextlib.suppress(OSError):
             _store(where / f"{name}.program", program)
+    return program
+
+
+def _remember(name: str, program):
+    """``program`` kept in this process's memory under ``name`` (16 at most, the oldest
+    going first); returns it."""
+    if len(_MEMO) >= 16:
+        _MEMO.pop(next(iter(_MEMO)))
+    _MEMO[name] = program
     return program
 
 

@@ -190,8 +190,9 @@ def _sum(body: Callable[[Array], Any], tiles: Array, axis: str | None = None) ->
 
 
 def split_axis() -> tuple[str, int] | None:
-    """The mesh axis that tiles are shared out over, with its size: the ambient mesh's
-    (``jax.set_mesh``) image-rows axis (:data:`jstyle.options.HEIGHT_AXIS`) when it spans
+    """The mesh axis that tiles are shared out over, with its size: the ambient abstract
+    mesh's (``jax.sharding.use_abstract_mesh``, as :mod:`jstyle.engine` traces a spatial
+    run) image-rows axis (:data:`jstyle.options.HEIGHT_AXIS`) when it spans
     more than one device and is not already manual (inside ``shard_map``); else None."""
     mesh = jax.sharding.get_abstract_mesh()
     if HEIGHT_AXIS not in mesh.axis_names:

@@ -267,11 +267,11 @@ def run(args: argparse.Namespace, log) -> dict[str, Any]:
                 spec = {**SOLVERS[name], "height": height, "width": width,
                         "memory": args.memory, "max_evaluations": args.evaluations,
                         "seed": seed}
-                runs[name] = _worker(spec, args.timeout)
-                if seed:  # only the losses at the checkpoints are kept of further starts
-                    runs[name] = {"points": [{k: p[k] for k in ("evaluations", "delivered")}
-                                             for p in runs[name].get("points", [])]} \
-                        if "points" in runs[name] else runs[name]
+                result = _worker(spec, args.timeout)
+                if seed and "points" in result:  # of further starts, the losses alone
+                    result = {"points": [{k: p[k] for k in ("evaluations", "delivered")}
+                                         for p in result["points"]]}
+                runs[name] = result
             starts.append(runs)
         record["sizes"][str(size)] = {"height": height, "width": width, "runs": starts[0]}
         if args.starts > 1:
