@@ -142,6 +142,10 @@ class Config:
         "with float32 accumulation; losses and optimiser stay float32), used where it is "
         "faster: a GPU, or a CPU with AVX512-BF16/AMX through oneDNN (else float32, said)",
         choices=PRECISIONS)
+    winograd: bool = _key(
+        True, "float32 convolutions by Winograd's F(4x4, 3x3) through oneDNN where the CPU has "
+        "that kernel (AVX-512): about three times XLA's speed, the same objective to a few "
+        "parts in a million; false: XLA's direct convolutions (elsewhere they run anyway)")
     remat: bool = _key(False, "rematerialise VGG-19's blocks in the backward pass "
                        "(jax.checkpoint); the same result, about a fifth more time; measured "
                        "to lower no peak on CPU (see Scaling in the README)")
@@ -368,7 +372,7 @@ def _validate(key: str, value: Any) -> Any:
             raise _fail(key, f"must be 0 (off), auto or at least {MIN_TILE} px (smaller "
                         f"tiles spend most of their work on halos), got {value}")
         return value
-    if key == "remat":
+    if key in ("remat", "winograd"):
         if not isinstance(value, bool):
             raise _fail(key, f"expected true or false, got {_shown(value)}")
         return value

@@ -62,6 +62,10 @@ class Objective:
         the convolutions; the losses, the Gram matrices, the image and its gradient, and
         all the optimiser sees stay float32. On the CPU the convolutions are faster only
         through oneDNN (:mod:`jstyle.onednn`).
+      convolutions: ``"xla"`` (XLA's direct convolutions), or ``"winograd"``: the float32
+        network's convolutions by Winograd's F(4x4, 3x3) through oneDNN
+        (:func:`jstyle.vgg.winograd_conv3x3`), the same objective with other rounding
+        (responses within a few parts in a million); :mod:`jstyle.precision` decides it.
     """
 
     content_layers: tuple[tuple[str, float], ...]
@@ -73,6 +77,7 @@ class Objective:
     preprocessing: Preprocessing
     remat: bool = False
     precision: str = "float32"
+    convolutions: str = "xla"
     style_losses: tuple[tuple[str, float], ...] = (("gram", 1.0),)
     seed: int = 0
     tile: int = 0
@@ -154,7 +159,7 @@ def features(params: dict, image: Array, objective: Objective, layers: Sequence[
     if objective.precision != "float32":
         x = x.astype(objective.precision)
     out = extract_features(network_params(params, objective), x, layers, objective.pooling,
-                           objective.remat)
+                           objective.remat, objective.convolutions)
     out = {k: v.astype(jnp.float32) for k, v in out.items()}
     return out if image.ndim == 4 else {k: v[0] for k, v in out.items()}
 

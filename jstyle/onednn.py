@@ -1,4 +1,5 @@
-"""bfloat16 convolutions on the CPU through oneDNN, as an XLA FFI custom call.
+"""Convolutions on the CPU through oneDNN, as XLA FFI custom calls: bfloat16, and float32
+by Winograd's minimal filtering.
 
 XLA:CPU computes a bfloat16 convolution by converting both operands to float32, running
 its float32 kernel and rounding the result (see the README's "Performance"): bfloat16 is
@@ -8,12 +9,20 @@ to bfloat16, as ``precision: bfloat16`` asks (Gatys et al. 2016 do not use reduc
 precision; it changes the delivered image's loss by the amount the README's "Quality"
 table shows).
 
-The kernel (``jstyle/kernels/onednn_conv.cc``) is compiled once per source, jaxlib and
+float32 (:func:`winograd_conv3x3`): XLA:CPU's convolutions are direct; oneDNN's
+Winograd kernel F(4x4, 3x3) (Lavin & Gray 2016) makes a quarter of the multiplications of
+a 3x3 convolution and runs about three times faster on CPUs with AVX-512. Its rounding
+differs from the direct form's by a few parts in a million of a response (measured in
+``tests/test_onednn.py``): the same objective, computed another way.
+
+The kernels (``jstyle/kernels/onednn_conv.cc``) are compiled once per source, jaxlib and
 compiler, into jstyle's cache folder, with the system's C++ compiler against the system's
 oneDNN (Debian and Ubuntu: ``apt-get install g++ libdnnl-dev``). :func:`load` builds,
 loads and registers it, or says in one line why it cannot; nothing here runs on import.
 
 References:
+  Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016 (F(4x4,
+  3x3)).
   oneDNN, "Convolution" primitive: https://oneapi-src.github.io/oneDNN/dev_guide_convolution.html
   JAX, "Foreign function interface (FFI)": https://docs.jax.dev/en/latest/ffi.html
 """
@@ -30,13 +39,19 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Kernels", "NoKernelError", "SOURCE", "TARGET", "library_path", "build", "load",
-           "loaded", "conv3x3"]
+__all__ = ["Kernels", "NoKernelError", "SOURCE", "TARGET", "WINOGRAD_TARGET", "library_path",
+           "build", "load", "loaded", "conv3x3", "winograd_conv3x3", "MIN_WINOGRAD_CHANNELS"]
 
 #: The C++ source of the custom call, shipped in the package.
 SOURCE = Path(__file__).with_name("kernels") / "onednn_conv.cc"
 #: The FFI target's name in XLA's registry.
 TARGET = "jstyle_conv3x3_bf16"
+#: The float32 Winograd convolution's.
+WINOGRAD_TARGET = "jstyle_conv3x3_f32_winograd"
+#: The fewest input and output channels a convolution takes the Winograd kernel with:
+#: below it (VGG-19's first layer, 3 -> 64, and its input gradient) the transforms cost more
+#: than they save (oneDNN: 7.5 ms against the direct form's 3.6 ms at 512x384 px).
+MIN_WINOGRAD_CHANNELS = 16
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,9 @@ class Kernels:
 
     path: Path
     implementation: str
+    #: oneDNN's float32 Winograd implementation here (``jit_wino_4x3:avx512_core``), or
+    #: None where it has none.
+    winograd: str | None = None
 
     @property
     def native(self) -> bool:
@@ -118,7 +136,16 @@ def _register(path: str) -> Kernels:
                        f"({implementation.removeprefix('error: ')})")
     jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.JstyleConv3x3Bf16),
                                 platform="cpu")
-    return Kernels(Path(path), implementation)
+    describe = library.JstyleConv3x3WinogradImpl
+    describe.restype = ctypes.c_char_p
+    winograd = describe().decode()
+    if winograd.startswith("error"):
+        winograd = None
+    else:
+        jax.ffi.register_ffi_target(WINOGRAD_TARGET,
+                                    jax.ffi.pycapsule(library.JstyleConv3x3F32Winograd),
+                                    platform="cpu")
+    return Kernels(Path(path), implementation, winograd)
 
 
 def load(cache_dir: Path) -> Kernels:
@@ -132,7 +159,7 @@ def load(cache_dir: Path) -> Kernels:
 
 
 def loaded() -> bool:
-    """Whether :func:`load` has registered the kernel in this process."""
+    """Whether :func:`load` has registered the kernels in this process."""
     return _register.cache_info().currsize > 0
 
 
@@ -146,3 +173,16 @@ def conv3x3(x, kernel):
 
     out = jax.ShapeDtypeStruct((*x.shape[:-1], kernel.shape[-1]), jnp.bfloat16)
     return jax.ffi.ffi_call(TARGET, out, vmap_method="expand_dims")(x, kernel)
+
+
+def winograd_conv3x3(x, kernel):
+    """A 3x3, stride 1, SAME convolution of float32 NHWC images ``(..., H, W, C)`` with a
+    float32 HWIO kernel ``(3, 3, C, O)`` by oneDNN's Winograd kernel (:func:`load` first,
+    and ``Kernels.winograd`` set). The kernel's transform is kept per kernel content, so a
+    run's evaluations transform each layer's weights once. No derivative of its own:
+    :func:`jstyle.vgg.winograd_conv3x3` differentiates it with the same call."""
+    import jax
+    import jax.numpy as jnp
+
+    out = jax.ShapeDtypeStruct((*x.shape[:-1], kernel.shape[-1]), jnp.float32)
+    return jax.ffi.ffi_call(WINOGRAD_TARGET, out, vmap_method="expand_dims")(x, kernel)

@@ -303,7 +303,8 @@ def run_record(config, inputs, weights, result, stages: list, history: list[floa
         },
         "python": platform.python_version(),
         "weights": weights_record(weights),
-        "precision": precisions.record(precisions.resolve(config.precision, config.sharding)),
+        "precision": precisions.record(precisions.resolve(config.precision, config.sharding,
+                                                         config.winograd)),
     }
     if config.preserve_color == "luminance":  # the file recombines it with the photo's colours
         record["delivered_losses_note"] = (f"of the optimised image in {config.image_bits} "

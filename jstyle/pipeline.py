@@ -112,6 +112,7 @@ def objective_and_solver(config: Config, preprocessing,
     from jstyle.optimize import make_solver
     from jstyle.precision import resolve
 
+    resolution = resolve(config.precision, config.sharding, config.winograd)
     objective = Objective(
         content_layers=config.content_layers,
         style_layers=config.style_layers,
@@ -121,7 +122,8 @@ def objective_and_solver(config: Config, preprocessing,
         pooling=config.pooling,
         preprocessing=preprocessing,
         remat=config.remat,
-        precision=resolve(config.precision, config.sharding).used,
+        precision=resolution.used,
+        convolutions=resolution.convolutions,
         style_losses=config.style_loss,
         seed=config.seed,
         tile=tile_size(*shape, config) if shape else

@@ -11,6 +11,13 @@ where that is faster than float32, and otherwise falls back to float32 with the 
 - never with ``sharding: spatial`` on a CPU, whose split XLA's partitioner makes and
   cannot make through a custom call.
 
+``precision: float32`` on a CPU whose oneDNN has a float32 Winograd kernel (AVX-512) runs
+its convolutions by Winograd's F(4x4, 3x3) through oneDNN (:mod:`jstyle.onednn`), about
+three times faster than XLA's direct ones, unless the config says ``winograd: false``; the
+same objective with other rounding. Where there is none (AVX2, no compiler or libdnnl, a
+GPU, ``sharding: spatial``) it runs XLA's, as it always did: that is no fallback from what
+was asked, so the header says nothing, and the sidecar names the kernel either way.
+
 The run's header says when it fell back, and the sidecar records what was asked and what
 ran (:func:`record`).
 """
@@ -33,14 +40,21 @@ class Resolution(NamedTuple):
     kernel: str
     reason: str | None = None
 
+    @property
+    def convolutions(self) -> str:
+        """:attr:`jstyle.objective.Objective.convolutions`: ``"winograd"`` where a float32
+        network's convolutions run through oneDNN, else ``"xla"``."""
+        return "winograd" if self.used == "float32" and self.kernel != "xla" else "xla"
+
 
 @functools.cache
-def resolve(requested: str, sharding: str = "none") -> Resolution:
-    """The precision a run asking for ``requested`` uses here (see the module's text)."""
+def resolve(requested: str, sharding: str = "none", winograd: bool = True) -> Resolution:
+    """The precision a run asking for ``requested`` uses here, and what runs its
+    convolutions (see the module's text)."""
     import jax
 
     if requested == "float32":
-        return Resolution(requested, "float32", "xla")
+        return _float32(sharding, winograd)
     backend = jax.default_backend()
     if backend != "cpu":
         return Resolution(requested, requested, "xla")
@@ -59,6 +73,24 @@ def resolve(requested: str, sharding: str = "none") -> Resolution:
                           f"this CPU has no bfloat16 instructions (oneDNN would run "
                           f"{kernels.implementation}, slower than float32)")
     return Resolution(requested, requested, f"onednn:{kernels.implementation}")
+
+
+def _float32(sharding: str, winograd: bool) -> Resolution:
+    import jax
+
+    xla = Resolution("float32", "float32", "xla")
+    if not winograd or sharding == "spatial" or jax.default_backend() != "cpu":
+        return xla
+    from jstyle import onednn
+    from jstyle.cache import cache_dir
+
+    try:
+        kernels = onednn.load(cache_dir() / "kernels")
+    except RuntimeError:  # no compiler, no libdnnl, or an AVX2 CPU: XLA's, as ever
+        return xla
+    if kernels.winograd is None:
+        return xla
+    return Resolution("float32", "float32", f"onednn:{kernels.winograd}")
 
 
 def notice(requested: str, sharding: str = "none") -> str | None:

@@ -28,7 +28,7 @@ from jstyle import onednn
 from jstyle.layers import CONV_CHANNELS, LAYERS, layer_index
 from jstyle.options import POOLING
 
-__all__ = ["VGG19", "extract_features", "POOLING"]
+__all__ = ["VGG19", "extract_features", "conv3x3", "winograd_conv3x3", "POOLING"]
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
@@ -81,15 +81,58 @@ def _conv3x3_bwd(residuals, g):
 conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd, symbolic_zeros=True)
 
 
-def _flax_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-               dimension_numbers=None, feature_group_count=1, precision=None, **_):
-    """``nn.Conv``'s convolution hook, routed to :func:`conv3x3` (all VGG-19 needs)."""
-    del window_strides, padding, lhs_dilation, rhs_dilation, feature_group_count, precision
-    return conv3x3(lhs, rhs)
+def _winograd(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    c, o = kernel.shape[-2:]
+    if min(c, o) < onednn.MIN_WINOGRAD_CHANNELS:  # the RGB layer: the direct form is faster
+        return _xla_conv(x, kernel)
+    return onednn.winograd_conv3x3(x, kernel)
+
+
+@jax.custom_vjp
+def winograd_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """:func:`conv3x3` in float32 by oneDNN's Winograd kernel F(4x4, 3x3), both directions
+    (the input gradient is the convolution with the flipped, transposed kernel), where
+    :func:`jstyle.onednn.load` found one; the layers with fewer than
+    :data:`jstyle.onednn.MIN_WINOGRAD_CHANNELS` channels on either side stay direct (XLA).
+    The kernel's gradient, when asked for, is XLA's."""
+    return _winograd(x, kernel)
+
+
+def _winograd_fwd(x, kernel):
+    return _winograd(x.value, kernel.value), (x.value if kernel.perturbed else None,
+                                              kernel.value)
+
+
+def _winograd_bwd(residuals, g):
+    x, kernel = residuals
+    dx = _winograd(g, jnp.flip(kernel, (0, 1)).swapaxes(2, 3))
+    dkernel = None if x is None else jax.vjp(lambda k: _xla_conv(x, k), kernel)[1](g)[0]
+    return dx, dkernel
+
+
+winograd_conv3x3.defvjp(_winograd_fwd, _winograd_bwd, symbolic_zeros=True)
+
+#: The convolutions a network may run with: XLA's (and oneDNN's bfloat16 kernel for a
+#: bfloat16 network, see :func:`conv3x3`), or float32 by Winograd through oneDNN.
+CONVOLUTIONS = {"xla": conv3x3, "winograd": winograd_conv3x3}
+
+
+def _flax_conv(convolutions: str):
+    """``nn.Conv``'s convolution hook, routed to :data:`CONVOLUTIONS` ``[convolutions]``
+    (a 3x3 SAME convolution: all VGG-19 needs)."""
+    conv = CONVOLUTIONS[convolutions]
+
+    def hook(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+             dimension_numbers=None, feature_group_count=1, precision=None, **_):
+        del window_strides, padding, lhs_dilation, rhs_dilation, feature_group_count, precision
+        return conv(lhs, rhs)
+
+    return hook
 
 
 def _block(module: nn.Module, x: jax.Array, names: tuple[str, ...], pooling: str,
-           outputs: tuple[str, ...]) -> tuple[jax.Array, dict[str, jax.Array]]:
+           outputs: tuple[str, ...], convolutions: str = "xla",
+           ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The layers ``names`` (one block's, in order) applied to ``x``; the last response and
     the ones among ``outputs``. Convolutions are created in ``module``'s scope, so the
     parameter tree stays flat (``{"conv1_1": ...}``) with or without rematerialisation."""
@@ -97,7 +140,7 @@ def _block(module: nn.Module, x: jax.Array, names: tuple[str, ...], pooling: str
     for name in names:
         if name.startswith("conv"):
             x = nn.Conv(CONV_CHANNELS[name][1], (3, 3), padding="SAME", name=name,
-                        conv_general_dilated=_flax_conv, parent=module)(x)
+                        conv_general_dilated=_flax_conv(convolutions), parent=module)(x)
         elif name.startswith("relu"):
             x = nn.relu(x)
         elif pooling == "avg":
@@ -110,7 +153,7 @@ def _block(module: nn.Module, x: jax.Array, names: tuple[str, ...], pooling: str
 
 
 #: :func:`_block` rematerialised: recomputed in the backward pass instead of stored.
-_remat_block = nn.remat(_block, static_argnums=(2, 3, 4))
+_remat_block = nn.remat(_block, static_argnums=(2, 3, 4, 5))
 
 
 class VGG19(nn.Module):
@@ -122,17 +165,23 @@ class VGG19(nn.Module):
         more appealing results", sec. 2).
       remat: wrap each block in ``jax.checkpoint`` (rematerialisation): same outputs and
         gradients, each block recomputed in the backward pass.
+      convolutions: ``"xla"``, or ``"winograd"`` (float32 through oneDNN's Winograd kernel,
+        :func:`winograd_conv3x3`; :func:`jstyle.onednn.load` first).
     """
 
     outputs: tuple[str, ...]
     pooling: str = "avg"
     remat: bool = False
+    convolutions: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
         """``x``: preprocessed images ``(B, H, W, 3)`` -> ``{name: (B, h, w, N)}``."""
         if self.pooling not in POOLING:
             raise ValueError(f"pooling must be one of {POOLING}, not {self.pooling!r}")
+        if self.convolutions not in CONVOLUTIONS:
+            raise ValueError(f"convolutions must be one of {tuple(CONVOLUTIONS)}, not "
+                             f"{self.convolutions!r}")
         if not self.outputs:
             return {}
         stop = max(layer_index(name) for name in self.outputs)
@@ -141,16 +190,19 @@ class VGG19(nn.Module):
         # Layer names are "<kind><block>_<index>" or "pool<block>": character 4 is the block.
         for _, names in itertools.groupby(LAYERS[: stop + 1], key=lambda name: name[4]):
             names = tuple(names)
-            x, out = block(self, x, names, self.pooling, tuple(self.outputs))
+            x, out = block(self, x, names, self.pooling, tuple(self.outputs), self.convolutions)
             features.update((n, out[n]) for n in names if n in out)  # in network order
         return features
 
 
 def extract_features(
-    params: dict, x: jax.Array, layers: Sequence[str], pooling: str = "avg", remat: bool = False
+    params: dict, x: jax.Array, layers: Sequence[str], pooling: str = "avg", remat: bool = False,
+    convolutions: str = "xla",
 ) -> dict[str, jax.Array]:
     """Responses of ``layers`` to preprocessed images ``x`` ``(B, H, W, 3)``; a pure function.
 
-    ``remat``: rematerialise each block in the backward pass (see :class:`VGG19`).
+    ``remat``: rematerialise each block in the backward pass; ``convolutions``: ``"xla"``
+    or ``"winograd"`` (see :class:`VGG19`).
     """
-    return VGG19(outputs=tuple(layers), pooling=pooling, remat=remat).apply({"params": params}, x)
+    return VGG19(outputs=tuple(layers), pooling=pooling, remat=remat,
+                 convolutions=convolutions).apply({"params": params}, x)

@@ -203,12 +203,14 @@ def test_coarse_sizes():
         resolve({"size": 512, "coarse_sizes": [16]})
 
 
-def test_sharding_and_remat_keys():
-    c = resolve({"sharding": "spatial", "remat": True})
-    assert (c.sharding, c.remat) == ("spatial", True)
+def test_sharding_remat_and_winograd_keys():
+    c = resolve({"sharding": "spatial", "remat": True, "winograd": False})
+    assert (c.sharding, c.remat, c.winograd) == ("spatial", True, False)
+    assert resolve({}).winograd is True
     for values, fragment in [
         ({"sharding": "rows"}, "must be one of none, batch, spatial"),
         ({"remat": "yes"}, "expected true or false"),
+        ({"winograd": "off"}, "expected true or false"),
         ({"sharding": "batch", "masks": ["m.png"]}, "masks"),
         ({"sharding": "batch", "coarse_sizes": [128]}, "drop coarse_sizes"),
         ({"sharding": "batch", "preserve_color": "luminance"}, "preserve_color"),

@@ -18,15 +18,20 @@ def _fresh_auto_decisions(monkeypatch):
     monkeypatch.setattr(memory, "_AUTO", {})  # each test's memory, decided afresh
 
 
+#: The measurements in docs/bench were made with XLA's convolutions.
+XLA = Config(winograd=False)
+
+
 def test_estimate_grows_with_the_image_and_the_lbfgs_history():
-    c = Config()
+    c = XLA
     small, big = memory.estimate_bytes(384, 512, c), memory.estimate_bytes(768, 1024, c)
     assert memory.FIXED_BYTES < small < big
     # Past the fixed part, 4x the pixels is about 4x the memory.
     assert (big - memory.FIXED_BYTES) / (small - memory.FIXED_BYTES) == pytest.approx(4, rel=0.05)
-    adam = resolve({"optimizer": "adam"})
+    adam = resolve({"optimizer": "adam", "winograd": False})
     assert memory.estimate_bytes(768, 1024, adam) < big
-    shallow = resolve({"style_layers": ["relu1_1"], "content_layers": ["relu1_2"]})
+    shallow = resolve({"style_layers": ["relu1_1"], "content_layers": ["relu1_2"],
+                       "winograd": False})
     assert memory.estimate_bytes(768, 1024, shallow) < big
 
 
@@ -40,7 +45,7 @@ def test_estimate_matches_measured_peaks_within_a_fifth():
     rows = [e for e in _measured("cpu-2core.json")["evaluations"] if e["width"] >= 512]
     assert rows
     for e in rows:
-        estimate_mb = memory.estimate_bytes(e["height"], e["width"], Config()) / 2**20
+        estimate_mb = memory.estimate_bytes(e["height"], e["width"], XLA) / 2**20
         measured_mb = e["jax"]["peak_rss_mb"]
         assert abs(estimate_mb - measured_mb) / measured_mb < 0.2, (e["width"], estimate_mb)
 
@@ -51,9 +56,19 @@ def test_estimate_holds_with_and_without_remat():
     rows = [r for r in _measured("memory-cpu-2core.json")["rows"] if r["width"] >= 512]
     assert {r["remat"] for r in rows} == {False, True}
     for r in rows:
-        estimate_mb = memory.estimate_bytes(r["height"], r["width"], Config()) / 2**20
+        estimate_mb = memory.estimate_bytes(r["height"], r["width"], XLA) / 2**20
         measured_mb = r["peak_rss_mb"]
         assert abs(estimate_mb - measured_mb) / measured_mb < 0.2, (r["width"], measured_mb)
+
+
+def test_winograd_adds_its_kept_kernels_and_one_layers_working_memory(monkeypatch):
+    monkeypatch.setattr(memory, "_winograd", lambda config: config.winograd)
+    extra = memory.estimate_bytes(384, 512, Config()) - memory.estimate_bytes(384, 512, XLA)
+    assert extra == int(memory.WINOGRAD_KERNEL_BYTES + memory.WINOGRAD_WORK * 384 * 512 * 256)
+    # in tiles, the crop's first layer, not the image's
+    tiled = (memory.estimate_bytes(3072, 4096, Config(), 512)
+             - memory.estimate_bytes(3072, 4096, XLA, 512))
+    assert memory.WINOGRAD_KERNEL_BYTES < tiled < extra * 4
 
 
 def test_a_run_that_cannot_fit_is_refused_with_the_estimate(monkeypatch):
@@ -91,7 +106,7 @@ def test_tiles_bound_the_network_and_leave_the_image_sized_part():
 def test_auto_tiles_only_what_does_not_fit_in_the_budget(monkeypatch):
     have = 16 * 2**30
     monkeypatch.setattr(memory, "available_bytes", lambda: have)
-    c = resolve({"size": 4096})
+    c = resolve({"size": 4096, "winograd": False})
     assert memory.tile_size(384, 512, c) == 0  # fits whole
     # 2048 px: more than half the memory whole, but within WHOLE_BUDGET: no tiles
     whole = memory.estimate_bytes(1536, 2048, c, 0)

@@ -1,5 +1,5 @@
-"""The oneDNN bfloat16 convolution (jstyle.onednn) against XLA's, its derivative through
-jstyle.vgg.conv3x3, and the one-line reasons when it cannot be built."""
+"""The oneDNN convolutions (jstyle.onednn), bfloat16 and float32 by Winograd, against XLA's,
+their derivatives through jstyle.vgg, and the one-line reasons when they cannot be built."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from jstyle import onednn
 from jstyle.cache import cache_dir
-from jstyle.vgg import conv3x3
+from jstyle.vgg import conv3x3, winograd_conv3x3
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
@@ -84,6 +84,81 @@ def test_the_kernel_says_which_instructions_run_it(kernels):
     assert kernels.implementation and kernels.path.is_file()
     assert kernels.native == ("bf16" in kernels.implementation
                               or "amx" in kernels.implementation)
+
+
+@pytest.fixture(scope="module")
+def winograd(kernels) -> onednn.Kernels:
+    """The kernels, where oneDNN has a float32 Winograd kernel for this CPU (AVX-512)."""
+    if kernels.winograd is None:
+        pytest.skip("oneDNN has no float32 Winograd kernel for this CPU")
+    return kernels
+
+
+def _float32(rng, shape, channels):
+    x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal((3, 3, shape[-1], channels)) * 0.1, jnp.float32)
+    return x, kernel
+
+
+def _close(got, ref, tolerance):
+    scale = float(jnp.max(jnp.abs(ref)))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=0, atol=tolerance * scale)
+
+
+@pytest.mark.parametrize("shape, channels", [((1, 24, 32, 64), 64), ((2, 13, 7, 32), 48),
+                                             ((1, 6, 8, 128), 16)])
+def test_winograd_matches_xla_to_a_few_parts_in_a_million(winograd, rng, shape, channels):
+    x, kernel = _float32(rng, shape, channels)
+    got = jax.jit(onednn.winograd_conv3x3)(x, kernel)
+    assert got.dtype == jnp.float32 and got.shape == (*shape[:-1], channels)
+    # Winograd's transforms round differently from the direct sum: ~1e-6 of the largest
+    # response (measured); a wrong tap or channel would be off by its whole size.
+    _close(got, _reference(x, kernel), 2e-5)
+
+
+def test_winograd_takes_leading_axes_and_vmap(winograd, rng):
+    x, kernel = _float32(rng, (3, 6, 7, 32), 32)
+    flat = onednn.winograd_conv3x3(x, kernel)
+    mapped = jax.vmap(onednn.winograd_conv3x3, in_axes=(0, None))(x[:, None], kernel)
+    np.testing.assert_array_equal(mapped[:, 0], flat)
+    stacked = onednn.winograd_conv3x3(x.reshape(1, 3, 6, 7, 32), kernel)
+    np.testing.assert_array_equal(stacked[0], flat)
+
+
+def test_winograd_keeps_each_kernel_apart(winograd, rng):
+    """Several kernels of one shape in turn, then the first again: each transform is kept
+    and found by the kernel's content (a call from another XLA thread with a third kernel
+    once crashed oneDNN's shared scratchpad)."""
+    x = jnp.asarray(rng.standard_normal((1, 12, 16, 64)), jnp.float32)
+    kernels = [_float32(rng, (1, 12, 16, 64), 64)[1] for _ in range(4)]
+    conv = jax.jit(onednn.winograd_conv3x3)
+    first = [conv(x, k) for k in kernels]
+    for k, got in zip(kernels, first, strict=True):
+        _close(got, _reference(x, k), 2e-5)
+    np.testing.assert_array_equal(conv(x, kernels[0]), first[0])
+    # the same numbers in another buffer are the same kernel
+    np.testing.assert_array_equal(conv(x, kernels[2] + 0.0), first[2])
+
+
+def test_winograd_network_convolution_and_its_gradient(winograd, rng):
+    x, kernel = _float32(rng, (1, 16, 20, 32), 64)
+    g = jnp.asarray(rng.standard_normal((1, 16, 20, 64)), jnp.float32)
+
+    def loss(conv, x):
+        return jnp.sum(jnp.sin(conv(x, kernel)) * g)
+
+    text = jax.jit(jax.grad(lambda x: loss(winograd_conv3x3, x))).lower(x).as_text()
+    assert text.count(onednn.WINOGRAD_TARGET) >= 2  # forward and the input's gradient
+    ours = jax.grad(lambda x: loss(winograd_conv3x3, x))(x)
+    _close(ours, jax.grad(lambda x: loss(_reference, x))(x), 2e-5)
+    # and the kernel's gradient (XLA's), for callers that differentiate the weights
+    dk = jax.grad(lambda k: jnp.sum(winograd_conv3x3(x, k) * g))(kernel)
+    _close(dk, jax.grad(lambda k: jnp.sum(_reference(x, k) * g))(kernel), 1e-5)
+
+
+def test_winograd_leaves_the_rgb_layer_to_xla(winograd, rng):
+    x, kernel = _float32(rng, (1, 8, 8, 3), 64)
+    assert onednn.WINOGRAD_TARGET not in jax.jit(winograd_conv3x3).lower(x, kernel).as_text()
 
 
 def test_a_missing_compiler_is_one_line(monkeypatch, tmp_path):

@@ -21,9 +21,36 @@ def fresh_resolution():
     precision.resolve.cache_clear()
 
 
-def test_float32_is_always_float32():
-    assert precision.resolve("float32") == ("float32", "float32", "xla", None)
+def _kernels(winograd):
+    return lambda folder: onednn.Kernels(Path("x.so"), "brgconv:avx512_core_bf16", winograd)
+
+
+def test_float32_takes_winograd_where_the_cpu_has_it(monkeypatch):
+    monkeypatch.setattr(onednn, "load", _kernels("jit_wino_4x3:avx512_core"))
+    got = precision.resolve("float32")
+    assert got == ("float32", "float32", "onednn:jit_wino_4x3:avx512_core", None)
+    assert got.convolutions == "winograd"
     assert precision.notice("float32") is None
+    assert precision.record(got) == {"requested": "float32", "used": "float32",
+                                     "convolutions": "onednn:jit_wino_4x3:avx512_core"}
+
+
+@pytest.mark.parametrize("case", ["off", "spatial", "no kernel", "no build"])
+def test_float32_runs_xla_otherwise_and_says_nothing(monkeypatch, case):
+    def broken(folder):
+        raise RuntimeError("oneDNN's headers or library are missing")
+
+    monkeypatch.setattr(onednn, "load", broken if case == "no build" else
+                        _kernels(None if case == "no kernel" else "jit_wino_4x3:avx512_core"))
+    got = precision.resolve("float32", "spatial" if case == "spatial" else "none",
+                            case != "off")
+    assert got == ("float32", "float32", "xla", None) and got.convolutions == "xla"
+    assert precision.notice("float32") is None
+
+
+def test_bfloat16_is_never_winograd(monkeypatch):
+    monkeypatch.setattr(onednn, "load", _kernels("jit_wino_4x3:avx512_core"))
+    assert precision.resolve("bfloat16").convolutions == "xla"  # oneDNN's bfloat16 kernel
 
 
 def test_spatial_sharding_on_a_cpu_falls_back_with_its_reason():
@@ -82,3 +109,25 @@ def test_bfloat16_objective_is_the_float32_one_to_a_few_percent(real_weights, rn
     (v32, g32), (v16, g16) = out["float32"], out["bfloat16"]
     assert abs(v16 - v32) / v32 < 0.05
     assert g16 @ g32 / np.linalg.norm(g16) / np.linalg.norm(g32) > 0.99
+
+
+def test_winograd_objective_is_the_xla_one_to_a_few_parts_in_a_million(real_weights, rng):
+    """The paper's objective with its float32 convolutions by Winograd (oneDNN) and by XLA:
+    the loss and the gradient the same up to float32 rounding of another order of sums."""
+    if precision.resolve("float32").convolutions != "winograd":
+        pytest.skip("no float32 Winograd kernel on this machine")
+    base = Objective((("relu4_2", 1.0),), tuple((n, 0.2) for n in
+                     ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")),
+                     1.0, 1e3, 0.0, "avg", real_weights.preprocessing)
+    content, style, x = (rng.random((48, 64, 3), dtype=np.float32) for _ in range(3))
+    out = {}
+    for name in ("xla", "winograd"):
+        objective = dataclasses.replace(base, convolutions=name)
+        targets = jax.jit(compute_targets, static_argnums=3)(real_weights.params, content,
+                                                              [style], objective)
+        value, grad = jax.jit(jax.value_and_grad(total_objective), static_argnums=3)(
+            x, real_weights.params, targets, objective)
+        out[name] = float(value), np.asarray(grad).ravel()
+    (v, g), (vw, gw) = out["xla"], out["winograd"]
+    assert abs(vw - v) / v < 1e-5
+    assert np.linalg.norm(gw - g) / np.linalg.norm(g) < 1e-4

@@ -32,11 +32,13 @@ def _peak_rss_mb() -> float:
     return peak_rss_bytes() / 2**20
 
 
-def _problem(height: int, width: int, precision: str = "float32", seed: int = 0):
+def _problem(height: int, width: int, precision: str = "float32", seed: int = 0,
+             winograd: bool = True):
     """Weights, objective, content, style and the noise image shared by both frameworks
     (uniform white noise drawn with ``seed``). ``precision`` other than float32 loads what
     JAX needs for it here (jstyle.precision) and fails the measurement, with the reason,
-    where this machine falls back."""
+    where this machine falls back. ``winograd``: JAX's float32 convolutions by Winograd
+    where this CPU has the kernel (a run's default), else XLA's."""
     from jstyle import default_images
     from jstyle.config import Config
     from jstyle.images import fit_longest, from_array, to_array
@@ -46,11 +48,12 @@ def _problem(height: int, width: int, precision: str = "float32", seed: int = 0)
 
     weights = load_weights(ensure_weights())
     c = Config()
-    used = resolve(precision)
+    used = resolve(precision, winograd=winograd)
     if used.reason:
         raise RuntimeError(f"precision {precision} falls back here: {used.reason}")
     objective = Objective(c.content_layers, c.style_layers, c.content_weight, c.style_weight,
-                          c.tv_weight, c.pooling, weights.preprocessing, precision=precision)
+                          c.tv_weight, c.pooling, weights.preprocessing, precision=precision,
+                          convolutions=used.convolutions)
     content = to_array(fit_longest(from_array(default_images.default_content_image()),
                                    max(height, width)).resize((width, height)))
     style = default_images.swirl_painting(height, width)
@@ -76,7 +79,8 @@ def eval_jax(spec: dict) -> dict:
     from jstyle.objective import compute_targets, network_params, total_objective
 
     weights, objective, content, style, noise = _problem(spec["height"], spec["width"],
-                                                         spec.get("precision", "float32"))
+                                                         spec.get("precision", "float32"),
+                                                         winograd=spec.get("winograd", True))
     params = network_params(weights.params, objective)
     targets = compute_targets(params, content, [style], objective)
     step = jax.jit(jax.value_and_grad(total_objective), static_argnums=3)
@@ -200,7 +204,8 @@ def lbfgs_jax(spec: dict) -> dict:
     from jstyle.transfer import stylize
 
     weights, objective, content, style, noise = _problem(spec["height"], spec["width"],
-                                                         spec.get("precision", "float32"))
+                                                         spec.get("precision", "float32"),
+                                                         winograd=spec.get("winograd", True))
     solver = make_solver("lbfgs", lbfgs_backend=spec.get("backend", "jstyle"),
                          lbfgs_memory=spec["memory"])
     result = stylize(weights.params, content, [style], objective, solver,
