@@ -67,6 +67,29 @@ def test_markdown_report_sets_bfloat16_beside_float32():
     assert "| ratio jstyle bfloat16 / torch float32 | 0.25 |" in text
 
 
+def test_markdown_report_sets_winograd_beside_xla_and_pastiche_beside_jstyle():
+    record = {
+        "ceiling_gflops": 200.0, "float32_convolutions": "onednn:jit_wino_4x3:avx512_core",
+        "matmul": {"jax": {"gflops": 200.0}, "torch": {"gflops": 150.0}},
+        "evaluations": [{"size": 128, "width": 128, "height": 96, "gflop": 17.7,
+                         "jax": {"median_s": 0.4, "in_loop_s": 0.3, "loss": 2.0},
+                         "jax_xla": {"median_s": 0.8, "in_loop_s": 0.75, "loss": 2.0},
+                         "torch": {"median_s": 0.5},
+                         "jax_vs_torch": 0.8, "jax_vs_torch_compile": None}],
+        "startup": {"cold": {}, "warm": {}},
+        "lbfgs": {"size": 256, "iterations": 100, "memory": 20,
+                  "jax": {"seconds": 10.0, "evaluations": 104, "final_loss": 1e9},
+                  "jax_xla": {"seconds": 20.0, "evaluations": 104, "final_loss": 1e9},
+                  "torch": {"seconds": 30.0}, "torch_none": {"seconds": 25.0}},
+    }
+    text = markdown(record)
+    assert "onednn:jit_wino_4x3:avx512_core against XLA's" in text
+    # Winograd / XLA (in a loop), / torch (in a loop), ms, XLA ms, loss ratio
+    assert "| 128x96 | 0.50 (0.40) | 0.80 (0.60) | 400 (300) | 800 (750) | 1.000000 |" in text
+    assert "| jstyle, XLA's convolutions | 20.0 | 104 | 1e+09 |" in text
+    assert "| ratio jstyle / torch, no line search | 0.40 |" in text
+
+
 def test_quality_report_reads_delivered_losses_at_evaluation_counts():
     from jstyle.bench.quality import at_evaluations, markdown, seconds_to
 

