@@ -14,7 +14,9 @@ loss of its internal float image:
   unbounded and clamped at the end as its users do, with no line search (one evaluation
   per iteration, as pastiche and jcjohnson/neural-style run it) and with strong Wolfe;
 - on request (``--solvers``), jstyle's and torch's with the network in bfloat16
-  (``precision: bfloat16``), their delivered images judged, like every other, in float32.
+  (``precision: bfloat16``), their delivered images judged, like every other, in float32
+  with XLA's convolutions; and jstyle's with XLA's convolutions where its default is
+  Winograd's (oneDNN).
 
 Each run is a fresh process (:mod:`jstyle.bench.worker`). The delivered loss of the
 iterates is computed after the run, outside its timing. Printed: a table of delivered
@@ -58,6 +60,10 @@ SOLVERS: dict[str, dict[str, Any]] = {
                                      "precision": "bfloat16"},
     "torch none bfloat16": {"kind": "quality_torch", "line_search": None,
                             "precision": "bfloat16"},
+    # the float32 network's convolutions by XLA where Winograd (oneDNN) is the default
+    "jstyle backtracking xla": {"kind": "quality_jax", "backend": "jstyle",
+                                "line_search": "backtracking", "bounds": "box",
+                                "winograd": False},
 }
 DEFAULT_SOLVERS = ("jstyle backtracking", "jstyle none", "jaxopt L-BFGS-B zoom",
                    "jstyle unbounded", "scipy L-BFGS-B", "torch none", "torch strong-wolfe")
@@ -88,7 +94,8 @@ def _finish(points: list[dict], images: list[np.ndarray], problem, extra: dict) 
     from jstyle.metrics import noise_ratio
 
     weights, objective, content, style, _ = problem
-    judge = dataclasses.replace(objective, precision="float32")  # every solver alike
+    # every solver alike: float32, XLA's convolutions
+    judge = dataclasses.replace(objective, precision="float32", convolutions="xla")
     losses = _delivered_losses(judge, weights.params, content, style, images)
     for point, loss in zip(points, losses, strict=True):
         point["delivered"] = loss["total"]
@@ -113,7 +120,7 @@ def quality_jax(spec: dict) -> dict:
     from jstyle.transfer import Interrupted, stylize
 
     problem = _problem(spec["height"], spec["width"], spec.get("precision", "float32"),
-                       spec.get("seed", 0))
+                       spec.get("seed", 0), spec.get("winograd", True))
     weights, objective, content, style, noise = problem
     solver = make_solver(spec.get("optimizer", "lbfgs"), lbfgs_backend=spec.get("backend",
                          "jstyle"), lbfgs_memory=spec["memory"],
