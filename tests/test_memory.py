@@ -71,6 +71,18 @@ def test_winograd_adds_its_kept_kernels_and_one_layers_working_memory(monkeypatc
     assert memory.WINOGRAD_KERNEL_BYTES < tiled < extra * 4
 
 
+def test_winograd_estimate_matches_measured_peaks_within_a_fifth(monkeypatch):
+    """Peak RSS of one evaluation with the convolutions by Winograd, as ``python -m
+    jstyle.bench`` recorded it (jstyle 0.8, AVX-512 EPYC), at every size it measured."""
+    monkeypatch.setattr(memory, "_winograd", lambda config: config.winograd)
+    record = _measured("cpu-2core-epyc-avx512bf16-v0.8.json")
+    assert record["float32_convolutions"].startswith("onednn:")
+    for e in record["evaluations"]:
+        estimate_mb = memory.estimate_bytes(e["height"], e["width"], Config()) / 2**20
+        measured_mb = e["jax"]["peak_rss_mb"]
+        assert abs(estimate_mb - measured_mb) / measured_mb < 0.2, (e["width"], estimate_mb)
+
+
 def test_a_run_that_cannot_fit_is_refused_with_the_estimate(monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda: 2 * 2**30)
     c = resolve({"size": 4096, "tile_size": 0})
