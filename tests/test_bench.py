@@ -218,3 +218,19 @@ def test_layer_profile_table_has_ratios_totals_and_the_whole_evaluation():
     failed = {**record, "sizes": {"64": {**record["sizes"]["64"],
                                          "torch": {"error": "boom"}}}}
     assert "Failed: torch: boom" in markdown(failed)
+
+
+def test_style_loss_cost_report_holds_each_loss_to_the_bound_but_the_pairwise_ones():
+    from jstyle.bench.style_loss_cost import BOUND, markdown
+
+    record = {"machine": {"cpu": "x", "cores": 2, "isa": [], "jax": "0"}, "objective": "eq. 7",
+              "repeats": 3, "sizes": {"512": {"height": 384, "width": 512, "runs": {
+                  "gram": {"median_s": 1.0}, "mean_std": {"median_s": BOUND},
+                  "histogram": {"median_s": 2.0}, "mrf": {"median_s": 9.0},
+                  "remd": {"error": "timed out"}}}}}
+    text = markdown(record)
+    assert "| gram | 1000 | 1.00 | yes |" in text
+    assert "| mean_std | 1500 | 1.50 | yes |" in text
+    assert "| histogram | 2000 | 2.00 | **no** |" in text
+    assert "| mrf | 9000 | 9.00 | stated |" in text
+    assert "| remd | failed: timed out | | |" in text

@@ -359,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         from jstyle.bench.layer_profile import main as layers
 
         return layers(argv[1:])
+    if argv[:1] == ["losses"]:
+        from jstyle.bench.style_loss_cost import main as losses
+
+        return losses(argv[1:])
     from jstyle import terminal
 
     return terminal.main(parser, _bench, argv, name="jstyle.bench",

@@ -74,7 +74,8 @@ def _median(fn, repeats: int) -> float:
 # --- in the worker process --------------------------------------------------------------
 
 def layers_jax(spec: dict) -> dict:
-    """Each piece's forward and gradient time in JAX/XLA (jstyle's own functions)."""
+    """Each piece's forward and gradient time in JAX (jstyle's own functions; the convolutions
+    as a run computes them here: by Winograd where the CPU has it, else XLA's)."""
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
@@ -83,9 +84,11 @@ def layers_jax(spec: dict) -> dict:
     from jstyle.bench.worker import _problem
     from jstyle.losses import content_loss, gram_matrix
     from jstyle.objective import compute_targets, total_objective
-    from jstyle.vgg import conv3x3
+    from jstyle.vgg import CONVOLUTIONS
 
-    weights, objective, content, style, noise = _problem(spec["height"], spec["width"])
+    weights, objective, content, style, noise = _problem(spec["height"], spec["width"],
+                                                         winograd=spec.get("winograd", True))
+    conv3x3 = CONVOLUTIONS[objective.convolutions]  # as a run computes them here
     params, repeats = weights.params, spec["repeats"]
     rng = np.random.default_rng(0)
     times: list[dict[str, Any]] = []

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from jstyle.bench import layer_profile  # its workers (it imports nothing heavy)
+from jstyle.bench import layer_profile, style_loss_cost  # their workers (they import nothing heavy)
 
 STARTED = time.perf_counter()
 
@@ -277,6 +277,7 @@ KINDS = {
     "memory_jax": memory_jax,
     "layers_jax": layer_profile.layers_jax,
     "layers_torch": layer_profile.layers_torch,
+    "eval_style_loss": style_loss_cost.eval_style_loss,
 }
 
 
