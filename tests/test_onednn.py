@@ -55,13 +55,16 @@ def test_convolution_matches_xla_to_bfloat16_rounding(kernels, rng):
                                atol=8e-3 * float(jnp.max(jnp.abs(ref))))
 
 
-def test_convolution_takes_leading_axes_and_vmap(kernels, rng):
-    x, kernel = _operands(rng, (3, 6, 7, 8), 4)
-    flat = onednn.conv3x3(x, kernel)
-    mapped = jax.vmap(onednn.conv3x3, in_axes=(0, None))(x[:, None], kernel)
+def _leading_axes_and_vmap(conv, x, kernel):
+    flat = conv(x, kernel)
+    mapped = jax.vmap(conv, in_axes=(0, None))(x[:, None], kernel)
     np.testing.assert_array_equal(mapped[:, 0], flat)
-    stacked = onednn.conv3x3(x.reshape(1, 3, 6, 7, 8), kernel)
+    stacked = conv(x.reshape(1, *x.shape), kernel)
     np.testing.assert_array_equal(stacked[0], flat)
+
+
+def test_convolution_takes_leading_axes_and_vmap(kernels, rng):
+    _leading_axes_and_vmap(onednn.conv3x3, *_operands(rng, (3, 6, 7, 8), 4))
 
 
 def test_the_network_convolution_and_its_gradient_go_through_onednn(kernels, rng):
@@ -117,12 +120,7 @@ def test_winograd_matches_xla_to_a_few_parts_in_a_million(winograd, rng, shape, 
 
 
 def test_winograd_takes_leading_axes_and_vmap(winograd, rng):
-    x, kernel = _float32(rng, (3, 6, 7, 32), 32)
-    flat = onednn.winograd_conv3x3(x, kernel)
-    mapped = jax.vmap(onednn.winograd_conv3x3, in_axes=(0, None))(x[:, None], kernel)
-    np.testing.assert_array_equal(mapped[:, 0], flat)
-    stacked = onednn.winograd_conv3x3(x.reshape(1, 3, 6, 7, 32), kernel)
-    np.testing.assert_array_equal(stacked[0], flat)
+    _leading_axes_and_vmap(onednn.winograd_conv3x3, *_float32(rng, (3, 6, 7, 32), 32))
 
 
 def test_winograd_keeps_each_kernel_apart(winograd, rng):

@@ -40,6 +40,27 @@ struct Conv {
   dnnl::reorder weights_reorder;  // HWIO -> the layout the primitive chose
 };
 
+// (N, H, W, C, O) of a call: x (..., H, W, C) with its leading axes as N, and the kernel
+// (3, 3, C, O), with leading axes of size 1 where vmap's expand_dims added them.
+template <typename Dims>
+ffi::Error ShapeOf(const Dims& xd, const Dims& kd, Shape& shape) {
+  if (xd.size() < 3 || kd.size() < 4) {
+    return ffi::Error::InvalidArgument("conv3x3: x must be (..., H, W, C), kernel (3, 3, C, O)");
+  }
+  int64_t n = 1;
+  for (size_t i = 0; i + 3 < xd.size(); ++i) n *= xd[i];
+  int64_t h = xd[xd.size() - 3], w = xd[xd.size() - 2], c = xd[xd.size() - 1];
+  size_t kr = kd.size();
+  for (size_t i = 0; i + 4 < kr; ++i) {
+    if (kd[i] != 1) return ffi::Error::InvalidArgument("conv3x3: one kernel per call");
+  }
+  if (kd[kr - 4] != 3 || kd[kr - 3] != 3 || kd[kr - 2] != c) {
+    return ffi::Error::InvalidArgument("conv3x3: the kernel must be (3, 3, C, O)");
+  }
+  shape = {n, h, w, c, kd[kr - 1]};
+  return ffi::Error::Success();
+}
+
 dnnl::engine& Engine() {
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   return engine;
@@ -115,22 +136,11 @@ std::shared_ptr<Conv> ConvFor(const Shape& shape) {
 
 ffi::Error Conv3x3Impl(ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> kernel,
                        ffi::ResultBuffer<ffi::BF16> y) {
-  auto xd = x.dimensions();
-  auto kd = kernel.dimensions();
-  if (xd.size() < 3 || kd.size() < 4) {
-    return ffi::Error::InvalidArgument("conv3x3: x must be (..., H, W, C), kernel (3, 3, C, O)");
+  Shape shape;
+  if (auto error = ShapeOf(x.dimensions(), kernel.dimensions(), shape); error.failure()) {
+    return error;
   }
-  int64_t n = 1;
-  for (size_t i = 0; i + 3 < xd.size(); ++i) n *= xd[i];
-  int64_t h = xd[xd.size() - 3], w = xd[xd.size() - 2], c = xd[xd.size() - 1];
-  size_t kr = kd.size();
-  for (size_t i = 0; i + 4 < kr; ++i) {
-    if (kd[i] != 1) return ffi::Error::InvalidArgument("conv3x3: one kernel per call");
-  }
-  if (kd[kr - 4] != 3 || kd[kr - 3] != 3 || kd[kr - 2] != c) {
-    return ffi::Error::InvalidArgument("conv3x3: the kernel must be (3, 3, C, O)");
-  }
-  int64_t o = kd[kr - 1];
+  auto [n, h, w, c, o] = shape;
   try {
     auto conv = ConvFor({n, h, w, c, o});
     std::lock_guard<std::mutex> turn(Turn());
@@ -248,22 +258,11 @@ const dnnl::memory& TransformedWeights(Winograd& conv, const void* kernel, size_
 
 ffi::Error Conv3x3F32Impl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel,
                           ffi::ResultBuffer<ffi::F32> y) {
-  auto xd = x.dimensions();
-  auto kd = kernel.dimensions();
-  if (xd.size() < 3 || kd.size() < 4) {
-    return ffi::Error::InvalidArgument("conv3x3: x must be (..., H, W, C), kernel (3, 3, C, O)");
+  Shape shape;
+  if (auto error = ShapeOf(x.dimensions(), kernel.dimensions(), shape); error.failure()) {
+    return error;
   }
-  int64_t n = 1;
-  for (size_t i = 0; i + 3 < xd.size(); ++i) n *= xd[i];
-  int64_t h = xd[xd.size() - 3], w = xd[xd.size() - 2], c = xd[xd.size() - 1];
-  size_t kr = kd.size();
-  for (size_t i = 0; i + 4 < kr; ++i) {  // vmap's expand_dims: leading axes of size 1
-    if (kd[i] != 1) return ffi::Error::InvalidArgument("conv3x3: one kernel per call");
-  }
-  if (kd[kr - 4] != 3 || kd[kr - 3] != 3 || kd[kr - 2] != c) {
-    return ffi::Error::InvalidArgument("conv3x3: the kernel must be (3, 3, C, O)");
-  }
-  int64_t o = kd[kr - 1];
+  auto [n, h, w, c, o] = shape;
   try {
     auto conv = WinogradFor({n, h, w, c, o});
     std::lock_guard<std::mutex> turn(Turn());
