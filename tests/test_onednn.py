@@ -159,6 +159,66 @@ def test_winograd_leaves_the_rgb_layer_to_xla(winograd, rng):
     assert onednn.WINOGRAD_TARGET not in jax.jit(winograd_conv3x3).lower(x, kernel).as_text()
 
 
+@pytest.fixture(scope="module")
+def sorting(kernels):
+    """The column sort, registered by :func:`jstyle.onednn.load` on every CPU."""
+    assert onednn._SORTING[0]
+
+
+def _columns(rng, shape):
+    """Random columns with the values a sort must get right: ties, -0 beside +0, inf."""
+    X = rng.standard_normal(shape).astype(np.float32)
+    X[..., :4, 0] = 0.0
+    X[..., 4:8, 0] = -0.0
+    X[..., 8:10, 0] = np.inf
+    X[..., 10:12, 0] = 1.5  # a tie of two ordinary values
+    return jnp.asarray(X)
+
+
+@pytest.mark.parametrize("shape", [(1000, 7), (2, 3, 40, 33), (12, 1), (3000, 70)])
+def test_sort_columns_is_jnp_sort_with_its_gradient(sorting, rng, shape):
+    X = _columns(rng, shape)
+    np.testing.assert_array_equal(jax.jit(onednn.sort_columns)(X), jnp.sort(X, axis=-2))
+    g = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+
+    def grad(sort):
+        return jax.grad(lambda X: jnp.sum(jnp.where(jnp.isfinite(sort(X)), sort(X), 0) * g))(X)
+
+    # stable, as jnp.sort: tied values route their gradients back in the same order
+    np.testing.assert_array_equal(grad(onednn.sort_columns), grad(lambda X: jnp.sort(X, axis=-2)))
+
+
+def test_sort_columns_under_vmap_and_outside_float32(sorting, rng):
+    X = _columns(rng, (4, 50, 6))
+    np.testing.assert_array_equal(jax.vmap(onednn.sort_columns)(X), jnp.sort(X, axis=-2))
+    assert onednn.SORT_TARGET in jax.jit(onednn.sort_columns).lower(X).as_text()
+    X64 = np.asarray(X, np.float64)  # other dtypes take jnp.sort
+    np.testing.assert_array_equal(onednn.sort_columns(X64), np.sort(X64, axis=-2))
+
+
+@pytest.mark.parametrize("loss", ["histogram", "sliced_wasserstein"])
+def test_the_sorting_losses_are_the_same_through_the_kernel(sorting, rng, monkeypatch, loss):
+    """Value and gradient of each loss that sorts, with the kernel and with jnp.sort."""
+    from jstyle import losses
+
+    F = jnp.asarray(rng.standard_normal((2, 9, 11, 16)), jnp.float32)
+    S = jnp.asarray(rng.standard_normal((7, 13, 16)), jnp.float32)
+    if loss == "histogram":
+        def value(F):
+            return jnp.sum(losses.histogram_layer_loss(F, losses.histogram_target(S)))
+    else:
+        directions = losses.random_directions(jax.random.key(0), 16, 16)
+
+        def value(F):
+            target = losses.sliced_wasserstein_fixed_target(S, directions)
+            return jnp.sum(losses.sliced_wasserstein_fixed_layer_loss(F, target))
+    kernel = jax.value_and_grad(value)(F)
+    monkeypatch.setattr(onednn, "_SORTING", [False])
+    plain = jax.value_and_grad(value)(F)
+    np.testing.assert_allclose(kernel[0], plain[0], rtol=1e-6)
+    np.testing.assert_allclose(kernel[1], plain[1], rtol=1e-5, atol=1e-7)
+
+
 def test_a_missing_compiler_is_one_line(monkeypatch, tmp_path):
     monkeypatch.delenv("CXX", raising=False)
     monkeypatch.setattr(onednn.shutil, "which", lambda name: None)
