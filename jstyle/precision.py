@@ -79,16 +79,19 @@ def _float32(sharding: str, winograd: bool) -> Resolution:
     import jax
 
     xla = Resolution("float32", "float32", "xla")
-    if not winograd or sharding == "spatial" or jax.default_backend() != "cpu":
+    if sharding == "spatial" or jax.default_backend() != "cpu":
         return xla
     from jstyle import onednn
     from jstyle.cache import cache_dir
 
+    # Loaded for every run on one CPU, winograd or not, so that the style losses' sort
+    # (onednn.sort_columns) is the same in every process that runs a config: a kept
+    # program (jstyle.programs) is found by the config, not by what a process loaded.
     try:
         kernels = onednn.load(cache_dir() / "kernels")
     except RuntimeError:  # no compiler, no libdnnl, or an AVX2 CPU: XLA's, as ever
         return xla
-    if kernels.winograd is None:
+    if not winograd or kernels.winograd is None:
         return xla
     return Resolution("float32", "float32", f"onednn:{kernels.winograd}")
 
