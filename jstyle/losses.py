@@ -443,18 +443,9 @@ def wasserstein_layer_loss(F: Array, target: Gaussian, iterations: int = 20) -> 
     return w2 / n
 
 
-def trace_sqrt(K: Array, iterations: int = 20) -> Array:
-    """tr(K^{1/2}) of symmetric PSD matrices ``(..., N, N)`` by the coupled Newton-Schulz
-    iteration (Higham 2008, "Functions of Matrices", eq. 6.35): matrix products only,
-    differentiated through, where an eigendecomposition (:func:`psd_sqrtm`) costs
-    about ten times as much on a CPU. K is scaled by its trace, so that the iteration
-    converges; ``iterations`` Newton steps resolve eigenvalues down to about 1.5^-iterations
-    of the trace, and smaller ones, which add at most their square roots to the trace,
-    keep the gradient finite where K is rank-deficient (the exact derivative is not).
-
-    Returns:
-      ``(...)``: one value per matrix.
-    """
+def _newton_schulz(K: Array, iterations: int) -> tuple[Array, Array, Array, Array]:
+    """The coupled Newton-Schulz iteration on K / tr(K): ``(Y, Z, scale, total)``, Y ->
+    (K / scale)^{1/2}, Z -> (K / scale)^{-1/2}."""
     n = K.shape[-1]
     total = jnp.trace(K, axis1=-2, axis2=-1)
     scale = jnp.where(total > 0, total, 1.0)  # K = 0: 0, and a zero gradient, not NaN
@@ -466,9 +457,45 @@ def trace_sqrt(K: Array, iterations: int = 20) -> Array:
         T = 0.5 * (3.0 * eye - jnp.matmul(Z, Y))
         return jnp.matmul(Y, T), jnp.matmul(T, Z)
 
-    # a loop, not unrolled: one compiled step (reverse mode through its scan)
     Y, Z = jax.lax.fori_loop(0, iterations, step, (Y, Z))
+    return Y, Z, scale, total
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def trace_sqrt(K: Array, iterations: int = 20) -> Array:
+    """tr(K^{1/2}) of symmetric PSD matrices ``(..., N, N)`` by the coupled Newton-Schulz
+    iteration (Higham 2008, "Functions of Matrices", eq. 6.35): matrix products only,
+    where an eigendecomposition (:func:`psd_sqrtm`) costs about ten times as much on a
+    CPU. K is scaled by its trace, so that the iteration converges; ``iterations`` Newton
+    steps resolve eigenvalues down to about 1.5^-iterations of the trace.
+
+    Its gradient is the derivative of tr(K^{1/2}), K^{-1/2} / 2, read off the iteration's
+    own Z (which tends to (K / tr K)^{-1/2}) instead of differentiating through its
+    steps, which cost twice the forward pass again. Eigenvalues too small to resolve
+    leave Z at most 1.5^iterations there, so the gradient stays finite where K is
+    rank-deficient (the exact derivative is not).
+
+    Returns:
+      ``(...)``: one value per matrix.
+    """
+    Y, _, scale, total = _newton_schulz(K, iterations)
     return jnp.where(total > 0, jnp.trace(Y, axis1=-2, axis2=-1) * jnp.sqrt(scale), 0.0)
+
+
+def _trace_sqrt_fwd(K: Array, iterations: int) -> tuple[Array, tuple[Array, Array]]:
+    Y, Z, scale, total = _newton_schulz(K, iterations)
+    value = jnp.where(total > 0, jnp.trace(Y, axis1=-2, axis2=-1) * jnp.sqrt(scale), 0.0)
+    # d tr(K^{1/2}) / dK = K^{-1/2} / 2 = Z / (2 sqrt(scale)), symmetric; 0 where K = 0
+    grad = 0.25 * (Z + jnp.swapaxes(Z, -1, -2)) / jnp.sqrt(scale)[..., None, None]
+    return value, (jnp.where((total > 0)[..., None, None], grad, 0.0), total)
+
+
+def _trace_sqrt_bwd(iterations: int, residuals: tuple[Array, Array], g: Array) -> tuple[Array]:
+    grad, _ = residuals
+    return (g[..., None, None] * grad,)
+
+
+trace_sqrt.defvjp(_trace_sqrt_fwd, _trace_sqrt_bwd)
 
 
 def sliced_wasserstein_target(F_style: Array) -> Array:

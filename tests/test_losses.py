@@ -356,6 +356,22 @@ def test_trace_sqrt_is_the_trace_of_the_psd_square_root(rng):
     assert np.isfinite(jax.grad(lambda K: losses.trace_sqrt(K))(jnp.zeros((6, 6)))).all()
 
 
+def test_trace_sqrt_gradient_is_half_the_inverse_root(rng):
+    """The gradient read off the iteration (K^{-1/2} / 2) against central differences, and
+    finite for a rank-deficient K."""
+    X = rng.standard_normal((40, 6))
+    K = jnp.asarray(X.T @ X / 40, jnp.float32)
+    E = rng.standard_normal((6, 6))
+    E = jnp.asarray((E + E.T) / 2, jnp.float32)
+    grad = jax.grad(losses.trace_sqrt)(K)
+    h = 1e-2
+    central = (losses.trace_sqrt(K + h * E) - losses.trace_sqrt(K - h * E)) / (2 * h)
+    np.testing.assert_allclose(float(jnp.sum(grad * E)), float(central), rtol=2e-3)
+    np.testing.assert_allclose(grad, grad.T)
+    low = jnp.asarray(X[:3].T @ X[:3] / 3, jnp.float32)
+    assert np.isfinite(jax.grad(losses.trace_sqrt)(low)).all()
+
+
 def test_sliced_wasserstein_is_heitz_2021_eq5_8(maps):
     F, S = maps
     target = JITTED["sliced_wasserstein"][0](S)
