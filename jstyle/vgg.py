@@ -45,10 +45,46 @@ def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return _xla_conv(x, kernel)
 
 
-@jax.custom_vjp
-def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """3x3, stride 1, SAME convolution (NHWC, HWIO) whose input gradient is itself a plain
-    HWIO convolution with the flipped, transposed kernel.
+def _winograd(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    c, o = kernel.shape[-2:]
+    if min(c, o) < onednn.MIN_WINOGRAD_CHANNELS:  # the RGB layer: the direct form is faster
+        return _xla_conv(x, kernel)
+    return onednn.winograd_conv3x3(x, kernel)
+
+
+def _transposing(conv, doc: str):
+    """``conv`` (x, HWIO kernel) -> y as a differentiable 3x3 convolution whose input
+    gradient is ``conv`` itself with the flipped, transposed kernel; the kernel's
+    gradient, when asked for, is XLA's."""
+
+    def primal(x: jax.Array, kernel: jax.Array) -> jax.Array:
+        return conv(x, kernel)
+
+    primal.__doc__ = doc
+    f = jax.custom_vjp(primal)
+
+    def forward(x, kernel):
+        # symbolic_zeros: the arguments come as CustomVJPPrimal (value, perturbed). The
+        # input is kept only when the kernel's gradient is wanted; the image's gradient
+        # needs the kernel.
+        return conv(x.value, kernel.value), (x.value if kernel.perturbed else None,
+                                             kernel.value)
+
+    def backward(residuals, g):
+        x, kernel = residuals
+        flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)  # HWIO -> HWOI, read as HWIO
+        dx = conv(g, flipped)
+        # The kernel's gradient, only when the kernel is differentiated: never computed for
+        # an image's gradient, even under vmap, which would otherwise batch it per image.
+        dkernel = None if x is None else jax.vjp(lambda k: _xla_conv(x, k), kernel)[1](g)[0]
+        return dx, dkernel
+
+    f.defvjp(forward, backward, symbolic_zeros=True)
+    return f
+
+
+conv3x3 = _transposing(_conv, """3x3, stride 1, SAME convolution (NHWC, HWIO) whose input
+    gradient is itself a plain HWIO convolution with the flipped, transposed kernel.
 
     Mathematically the same as ``lax.conv_general_dilated``'s own derivative. It exists
     for speed: inside a loop (the optimiser's ``while_loop`` and its line search) XLA:CPU
@@ -58,59 +94,13 @@ def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
     In bfloat16 on the CPU, with :func:`jstyle.onednn.load` done, both directions run
     through oneDNN's bfloat16 kernels (float32 accumulation) instead of XLA's float32 ones.
-    """
-    return _conv(x, kernel)
+    """)
 
-
-def _conv3x3_fwd(x, kernel):
-    # symbolic_zeros: the arguments come as CustomVJPPrimal (value, perturbed). The input is
-    # kept only when the kernel's gradient is wanted; the image's gradient needs the kernel.
-    return _conv(x.value, kernel.value), (x.value if kernel.perturbed else None, kernel.value)
-
-
-def _conv3x3_bwd(residuals, g):
-    x, kernel = residuals
-    flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)  # HWIO -> HWOI, read as HWIO
-    dx = _conv(g, flipped)
-    # The kernel's gradient, only when the kernel is differentiated: never computed for an
-    # image's gradient, even under vmap, which would otherwise batch it per image.
-    dkernel = None if x is None else jax.vjp(lambda k: _xla_conv(x, k), kernel)[1](g)[0]
-    return dx, dkernel
-
-
-conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd, symbolic_zeros=True)
-
-
-def _winograd(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    c, o = kernel.shape[-2:]
-    if min(c, o) < onednn.MIN_WINOGRAD_CHANNELS:  # the RGB layer: the direct form is faster
-        return _xla_conv(x, kernel)
-    return onednn.winograd_conv3x3(x, kernel)
-
-
-@jax.custom_vjp
-def winograd_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """:func:`conv3x3` in float32 by oneDNN's Winograd kernel F(4x4, 3x3), both directions
-    (the input gradient is the convolution with the flipped, transposed kernel), where
-    :func:`jstyle.onednn.load` found one; the layers with fewer than
-    :data:`jstyle.onednn.MIN_WINOGRAD_CHANNELS` channels on either side stay direct (XLA).
-    The kernel's gradient, when asked for, is XLA's."""
-    return _winograd(x, kernel)
-
-
-def _winograd_fwd(x, kernel):
-    return _winograd(x.value, kernel.value), (x.value if kernel.perturbed else None,
-                                              kernel.value)
-
-
-def _winograd_bwd(residuals, g):
-    x, kernel = residuals
-    dx = _winograd(g, jnp.flip(kernel, (0, 1)).swapaxes(2, 3))
-    dkernel = None if x is None else jax.vjp(lambda k: _xla_conv(x, k), kernel)[1](g)[0]
-    return dx, dkernel
-
-
-winograd_conv3x3.defvjp(_winograd_fwd, _winograd_bwd, symbolic_zeros=True)
+winograd_conv3x3 = _transposing(_winograd, """:func:`conv3x3` in float32 by oneDNN's
+    Winograd kernel F(4x4, 3x3), both directions (the input gradient is the convolution
+    with the flipped, transposed kernel), where :func:`jstyle.onednn.load` found one; the
+    layers with fewer than :data:`jstyle.onednn.MIN_WINOGRAD_CHANNELS` channels on either
+    side stay direct (XLA). The kernel's gradient, when asked for, is XLA's.""")
 
 #: The convolutions a network may run with: XLA's (and oneDNN's bfloat16 kernel for a
 #: bfloat16 network, see :func:`conv3x3`), or float32 by Winograd through oneDNN.
