@@ -39,24 +39,16 @@ def eval_style_loss(spec: dict) -> dict:
     style loss at every style layer."""
     import jax
 
-    from jstyle.bench.worker import _median_timed, _problem
-    from jstyle.objective import compute_targets, total_objective
+    from jstyle.bench.worker import _evaluation, _median_timed, _problem
+    from jstyle.objective import compute_targets
 
     weights, objective, content, style, noise = _problem(spec["height"], spec["width"])
     objective = dataclasses.replace(objective, style_losses=((spec["loss"], 1.0),))
     params = weights.params
     t0 = time.perf_counter()
     targets = compute_targets(params, content, [style], objective)
-    step = jax.jit(jax.value_and_grad(total_objective), static_argnums=3)
-    x = jax.device_put(noise)
-    compiled = step.lower(x, params, targets, objective).compile()
+    run = _evaluation(jax.device_put(noise), params, targets, objective)
     setup_s = time.perf_counter() - t0
-
-    def run():
-        value, grad = compiled(x, params, targets)
-        grad.block_until_ready()
-        return value
-
     median, times = _median_timed(run, spec["repeats"], 1)
     return {"median_s": median, "times": times, "setup_s": setup_s, "loss": float(run()),
             "convolutions": objective.convolutions}

@@ -72,6 +72,24 @@ def _median_timed(fn, repeats: int, warmup: int) -> tuple[float, list[float]]:
     return statistics.median(times), times
 
 
+def _evaluation(x, params, targets, objective):
+    """One loss-and-gradient evaluation of ``objective`` at ``x``, compiled: a call that
+    runs it to completion and returns the loss."""
+    import jax
+
+    from jstyle.objective import total_objective
+
+    step = jax.jit(jax.value_and_grad(total_objective), static_argnums=3)
+    compiled = step.lower(x, params, targets, objective).compile()
+
+    def run():
+        value, grad = compiled(x, params, targets)
+        grad.block_until_ready()
+        return value
+
+    return run
+
+
 def eval_jax(spec: dict) -> dict:
     """Median time of one jitted loss-and-gradient evaluation in JAX/XLA."""
     import jax
@@ -83,17 +101,10 @@ def eval_jax(spec: dict) -> dict:
                                                          winograd=spec.get("winograd", True))
     params = network_params(weights.params, objective)
     targets = compute_targets(params, content, [style], objective)
-    step = jax.jit(jax.value_and_grad(total_objective), static_argnums=3)
     x = jax.device_put(noise)
     t0 = time.perf_counter()
-    compiled = step.lower(x, params, targets, objective).compile()
+    run = _evaluation(x, params, targets, objective)
     compile_s = time.perf_counter() - t0
-
-    def run():
-        value, grad = compiled(x, params, targets)
-        grad.block_until_ready()
-        return value
-
     median, times = _median_timed(run, spec["repeats"], spec["warmup"])
 
     # The same evaluation as the optimiser runs it: several inside one compiled loop

@@ -82,6 +82,22 @@ void Columns(const Dims& d, int64_t& batch, int64_t& m, int64_t& k) {
   k = d[d.size() - 1];
 }
 
+// visit(i, j) for every (i, j) of an M x K grid, in 32 x 32 blocks over the threads: a
+// transposition that reads one side by rows and writes the other by columns keeps both
+// in cache.
+template <typename Visit>
+void Blocked(int64_t m, int64_t k, Visit visit) {
+  constexpr int64_t kBlock = 32;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t i0 = 0; i0 < m; i0 += kBlock) {
+    for (int64_t j0 = 0; j0 < k; j0 += kBlock) {
+      for (int64_t i = i0; i < std::min(i0 + kBlock, m); ++i) {
+        for (int64_t j = j0; j < std::min(j0 + kBlock, k); ++j) visit(i, j);
+      }
+    }
+  }
+}
+
 ffi::Error SortColumnsImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> sorted,
                            ffi::ResultBuffer<ffi::S32> rows) {
   auto d = x.dimensions();
@@ -90,8 +106,7 @@ ffi::Error SortColumnsImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> 
   Columns(d, batch, m, k);
   if (m >= (int64_t{1} << 31)) return ffi::Error::InvalidArgument("sort_columns: M >= 2^31");
   // Columns are strided by K: they are sorted transposed (K, M), each contiguous, and
-  // transposed back, in blocks of kBlock x kBlock so that both sides stay in cache.
-  constexpr int64_t kBlock = 32;
+  // transposed back (Blocked).
   // uninitialised: every element is written before it is read
   std::unique_ptr<uint32_t[]> keys(new uint32_t[m * k]), keys_out(new uint32_t[m * k]);
   std::unique_ptr<int32_t[]> index(new int32_t[m * k]), index_out(new int32_t[m * k]);
@@ -99,31 +114,15 @@ ffi::Error SortColumnsImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> 
     const float* in = x.typed_data() + b * m * k;
     float* out = sorted->typed_data() + b * m * k;
     int32_t* out_rows = rows->typed_data() + b * m * k;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t i0 = 0; i0 < m; i0 += kBlock) {
-      for (int64_t j0 = 0; j0 < k; j0 += kBlock) {
-        for (int64_t i = i0; i < std::min(i0 + kBlock, m); ++i) {
-          for (int64_t j = j0; j < std::min(j0 + kBlock, k); ++j) {
-            keys[j * m + i] = Key(in[i * k + j]);
-          }
-        }
-      }
-    }
+    Blocked(m, k, [&](int64_t i, int64_t j) { keys[j * m + i] = Key(in[i * k + j]); });
 #pragma omp parallel for schedule(dynamic)
     for (int64_t j = 0; j < k; ++j) {
       SortKeys(&keys[j * m], &index[j * m], m, &keys_out[j * m], &index_out[j * m]);
     }
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t i0 = 0; i0 < m; i0 += kBlock) {
-      for (int64_t j0 = 0; j0 < k; j0 += kBlock) {
-        for (int64_t i = i0; i < std::min(i0 + kBlock, m); ++i) {
-          for (int64_t j = j0; j < std::min(j0 + kBlock, k); ++j) {
-            out[i * k + j] = Value(keys[j * m + i]);
-            out_rows[i * k + j] = index[j * m + i];
-          }
-        }
-      }
-    }
+    Blocked(m, k, [&](int64_t i, int64_t j) {
+      out[i * k + j] = Value(keys[j * m + i]);
+      out_rows[i * k + j] = index[j * m + i];
+    });
   }
   return ffi::Error::Success();
 }
