@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jstyle.onednn import sort_columns
+from jstyle.onednn import match_rows, sort_columns
 
 __all__ = ["gram_matrix", "content_loss", "style_layer_loss", "gram_layer_loss", "style_loss",
     "guided_gram_matrix", "guided_style_layer_loss", "guided_gram_layer_loss",
@@ -247,24 +247,53 @@ def _mean_cov(X: Array) -> tuple[Array, Array]:
     return mu, _gram(Xc) / X.shape[-2]
 
 
-def _quantiles(sorted_values: Array, m: int) -> Array:
-    """The empirical quantile function of sorted samples ``(..., M_s, K)`` (axis -2, one
-    column per channel or projection) at the m quantiles (k + 1/2) / m, k = 0 .. m-1:
-    ``(..., m, K)``.
+def _quantiles(sorted_values: Array, m: int, axis: int = -2) -> Array:
+    """The empirical quantile function of samples sorted along ``axis`` (-2: ``(..., M_s,
+    K)``, one column per channel or projection; -1: ``(..., K, M_s)``, one row each) at the
+    m quantiles (k + 1/2) / m, k = 0 .. m-1: M_s replaced by m.
 
     The j-th of the M_s sorted values stands at quantile (j + 1/2) / M_s; in between it is
     linear, beyond the ends constant (``jnp.interp``). With m == M_s the values come back
     as they are. The indices and weights depend on the sizes only, so they are constants.
     """
-    ms = sorted_values.shape[-2]
+    ms = sorted_values.shape[axis]
     if m == ms:
         return sorted_values
     position = (np.arange(m) + 0.5) * (ms / m) - 0.5
     lo = np.clip(np.floor(position), 0, ms - 1).astype(np.int32)
     hi = np.minimum(lo + 1, ms - 1)
-    t = np.clip(position - lo, 0.0, 1.0)[:, None]
-    below, above = sorted_values[..., lo, :], sorted_values[..., hi, :]
+    t = np.clip(position - lo, 0.0, 1.0)
+    if axis == -2:
+        t = t[:, None]
+    elif axis != -1:
+        raise ValueError(f"axis must be -2 or -1, not {axis}")
+    below = jnp.take(sorted_values, lo, axis=axis)
+    above = jnp.take(sorted_values, hi, axis=axis)
     return below + jnp.asarray(t, sorted_values.dtype) * (above - below)
+
+
+def _transport_cost(P: Array, sorted_rows: Array) -> Array:
+    """The mean squared distance of each row of ``P`` ``(..., K, M)`` to the sorted values
+    of the same row of ``sorted_rows`` ``(..., K, M_s)`` (their quantiles at M points when
+    M_s differs): 1-D optimal transport, which pairs the values by rank. Its value is the
+    mean of (sort(P) - sorted)^2; computed as mean((P - R)^2), R the target value at each
+    value's rank (:func:`jstyle.onednn.match_rows`, a constant), so that the gradient,
+    2 (P - R) / size, needs no sort of its own. ``(...)``: one value per image."""
+    target = _quantiles(jnp.asarray(sorted_rows), P.shape[-1], axis=-1)
+    target = jnp.broadcast_to(target, jnp.broadcast_shapes(P.shape, target.shape))
+    P = jnp.broadcast_to(P, target.shape)
+    return jnp.mean(jnp.square(P - match_rows(P, target)), axis=(-2, -1))
+
+
+def _sorted_rows(X: Array) -> Array:
+    """``(..., M, K)`` -> ``(..., K, M)``, each column of X sorted, as a row."""
+    return jnp.swapaxes(sort_columns(X), -1, -2)
+
+
+def _projections(X: Array, directions: Array) -> Array:
+    """Positions ``(..., M, N)`` projected on unit directions ``(P, N)``: ``(..., P, M)``,
+    one row per direction (the layout :func:`_transport_cost` sorts without a transpose)."""
+    return jnp.einsum("pn,...mn->...pm", jnp.asarray(directions, X.dtype), X)
 
 
 def _chunks(X: Array, chunk: int) -> tuple[Array, int]:
@@ -526,10 +555,8 @@ def sliced_wasserstein_projected(F: Array, target: Array, directions: Array) -> 
       ``(...)``: one value per image.
     """
     X = _positions(F)
-    V = jnp.swapaxes(jnp.asarray(directions), -1, -2)
-    projected = sort_columns(jnp.matmul(X, V))
-    style = _quantiles(sort_columns(jnp.matmul(jnp.asarray(target), V)), X.shape[-2])
-    return jnp.mean(jnp.square(projected - style), axis=(-2, -1))
+    style = _sorted_rows(jnp.matmul(jnp.asarray(target), jnp.swapaxes(directions, -1, -2)))
+    return _transport_cost(_projections(X, directions), style)
 
 
 def sliced_wasserstein_layer_loss(
@@ -559,7 +586,7 @@ def sliced_wasserstein_layer_loss(
 
 class SlicedTarget(NamedTuple):
     """Unit directions ``(P, N)`` fixed for a run and the style's responses projected on
-    them and sorted over positions, ``(..., M_s, P)``."""
+    them and sorted over positions, one row per direction: ``(..., P, M_s)``."""
 
     directions: Array
     sorted_projections: Array
@@ -575,18 +602,14 @@ def sliced_wasserstein_fixed_target(F_style: Array, directions: Array) -> Sliced
       directions: unit directions, ``(P, N)``.
     """
     V = jnp.asarray(directions)
-    projected = jnp.matmul(_positions(F_style), jnp.swapaxes(V, -1, -2))
-    return SlicedTarget(V, sort_columns(projected))
+    return SlicedTarget(V, _sorted_rows(jnp.matmul(_positions(F_style), jnp.swapaxes(V, -1, -2))))
 
 
 def sliced_wasserstein_fixed_layer_loss(F: Array, target: SlicedTarget) -> Array:
     """:func:`sliced_wasserstein_projected` against a :func:`sliced_wasserstein_fixed_target`:
     the same value, the style's sort done once. ``(...)``: one value per image."""
-    V = jnp.swapaxes(target.directions, -1, -2)
-    X = _positions(F)
-    projected = sort_columns(jnp.matmul(X, V))
-    style = _quantiles(target.sorted_projections, X.shape[-2])
-    return jnp.mean(jnp.square(projected - style), axis=(-2, -1))
+    return _transport_cost(_projections(_positions(F), target.directions),
+                           target.sorted_projections)
 
 
 def random_directions(key: Array, count: int, n: int, dtype=jnp.float32) -> Array:
@@ -608,10 +631,10 @@ def histogram_target(F_style: Array, num_quantiles: int | None = None) -> Array:
       num_quantiles: Q; None keeps all M_s sorted values. Static.
 
     Returns:
-      ``(..., M_s or Q, N)``: sorted over axis -2, one column per channel.
+      ``(..., N, M_s or Q)``: one row per channel, sorted.
     """
-    S = sort_columns(_positions(F_style))
-    return S if num_quantiles is None else _quantiles(S, num_quantiles)
+    S = _sorted_rows(_positions(F_style))
+    return S if num_quantiles is None else _quantiles(S, num_quantiles, axis=-1)
 
 
 def histogram_layer_loss(F: Array, target: Array) -> Array:
@@ -629,21 +652,14 @@ def histogram_layer_loss(F: Array, target: Array) -> Array:
 
     Args:
       F: the generated image's responses, ``(..., H, W, N)``.
-      target: :func:`histogram_target` of the style image, ``(..., M_s or Q, N)``.
+      target: :func:`histogram_target` of the style image, ``(..., N, M_s or Q)``.
 
     Returns:
       ``(...)``: one value per image.
     """
-    X = _positions(F)
-    target = jnp.asarray(target)
-    batch = jnp.broadcast_shapes(X.shape[:-2], target.shape[:-2])
-    X = jnp.broadcast_to(X, (*batch, *X.shape[-2:]))
-    matched = jax.lax.stop_gradient(_quantiles(target, X.shape[-2]))
-    # ||O - R(O)||^2 summed in rank order: sort(O) against the style's values at each
-    # rank, the same sum over a permutation with one sort instead of two argsorts; and
-    # the same gradient, 2 (O - R(O)) / (M N), the sort's routing each term back to its
-    # response (stable, as R(O)'s ranks are).
-    return jnp.mean(jnp.square(sort_columns(X) - matched), axis=(-2, -1))
+    # R(O) is the style's value at each response's rank: one sort of each channel (as a
+    # row) and no argsort; its gradient is the elementwise 2 (O - R(O)) / (M N).
+    return _transport_cost(jnp.swapaxes(_positions(F), -1, -2), target)
 
 
 def _patches(F: Array, size: int) -> Array:

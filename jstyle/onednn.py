@@ -15,10 +15,13 @@ a 3x3 convolution and runs about three times faster on CPUs with AVX-512. Its ro
 differs from the direct form's by a few parts in a million of a response (measured in
 ``tests/test_onednn.py``): the same objective, computed another way.
 
-Sorting (:func:`sort_columns`): the sliced Wasserstein and histogram losses sort every
-style layer's responses at every evaluation, and XLA:CPU's comparison sort of 12.6
-million values (``relu1_1`` at 512x384) takes about 3 s, its gradient 7-12 s. The kernel
-(``jstyle/kernels/sort_columns.cc``) is a stable radix sort, one column per thread.
+Sorting: the sliced Wasserstein and histogram losses sort every style layer's responses
+at every evaluation, and XLA:CPU's comparison sort of 12.6 million values (``relu1_1`` at
+512x384) takes about 3 s, its gradient 7-12 s. The kernels
+(``jstyle/kernels/sort_columns.cc``) are a stable radix sort: :func:`match_rows`, what
+the losses evaluate (each row's sorted target put at the ranks of the row's values: no
+transposition, and no gradient, since the losses' gradient is elementwise given it), and
+:func:`sort_columns` with its gradient, for the style's targets made once per run.
 
 The kernels (``jstyle/kernels/*.cc``, one library) are compiled once per source, jaxlib and
 compiler, into jstyle's cache folder, with the system's C++ compiler against the system's
@@ -45,8 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["Kernels", "NoKernelError", "SOURCES", "TARGET", "WINOGRAD_TARGET", "SORT_TARGET",
-           "UNSORT_TARGET", "library_path", "build", "load", "loaded", "conv3x3",
-           "winograd_conv3x3", "sort_columns", "MIN_WINOGRAD_CHANNELS"]
+           "UNSORT_TARGET", "MATCH_TARGET", "library_path", "build", "load", "loaded",
+           "conv3x3", "winograd_conv3x3", "sort_columns", "match_rows", "MIN_WINOGRAD_CHANNELS"]
 
 #: The C++ sources of the custom calls, shipped in the package: one library.
 SOURCES = tuple(Path(__file__).with_name("kernels") / name
@@ -58,6 +61,7 @@ WINOGRAD_TARGET = "jstyle_conv3x3_f32_winograd"
 #: The column sort's, and its gradient's.
 SORT_TARGET = "jstyle_sort_columns"
 UNSORT_TARGET = "jstyle_unsort_columns"
+MATCH_TARGET = "jstyle_match_rows"
 #: The fewest input and output channels a convolution takes the Winograd kernel with:
 #: below it (VGG-19's first layer, 3 -> 64, and its input gradient) the transforms cost more
 #: than they save (oneDNN: 7.5 ms against the direct form's 3.6 ms at 512x384 px).
@@ -142,7 +146,8 @@ def _register(path: str) -> Kernels:
     # (a CPU without oneDNN's convolutions raises below, and a later load comes back here).
     if not _SORTING[0]:
         for target, handler in ((SORT_TARGET, library.JstyleSortColumns),
-                                (UNSORT_TARGET, library.JstyleUnsortColumns)):
+                                (UNSORT_TARGET, library.JstyleUnsortColumns),
+                                (MATCH_TARGET, library.JstyleMatchRows)):
             jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(handler), platform="cpu")
         _SORTING[0] = True
     describe = library.JstyleConv3x3Impl
@@ -241,6 +246,28 @@ def _make_sort():
     sort = jax.custom_vjp(_sort_columns)
     sort.defvjp(_sort_fwd, _sort_bwd)
     return sort
+
+
+def match_rows(X, T):
+    """Each row of ``T`` (float32 ``(..., M)``, sorted values) put at the ranks of ``X``'s
+    values in the same row: ``out[..., rank(X[..., i])] = T[..., i]``, ranks stable (equal
+    values in order of position). With ``T`` the sorted target of a 1-D optimal transport,
+    ``out`` is what each value of ``X`` is matched to. No derivative: a constant of the
+    losses that use it. Through the kernel where :func:`load` registered it on the CPU,
+    else ``jnp.argsort``."""
+    import jax
+    import jax.numpy as jnp
+
+    X, T = jnp.asarray(X), jnp.asarray(T)
+    if X.shape != T.shape:
+        raise ValueError(f"match_rows: X {X.shape} and T {T.shape} differ in shape")
+    X, T = jax.lax.stop_gradient(X), jax.lax.stop_gradient(T)
+    if not (_SORTING[0] and X.dtype == jnp.float32 and T.dtype == jnp.float32
+            and X.ndim >= 1 and jax.default_backend() == "cpu"):
+        ranks = jnp.argsort(jnp.argsort(X, axis=-1, stable=True), axis=-1, stable=True)
+        return jnp.take_along_axis(T, ranks, axis=-1)
+    out = jax.ShapeDtypeStruct(X.shape, jnp.float32)
+    return jax.ffi.ffi_call(MATCH_TARGET, out, vmap_method="broadcast_all")(X, T)
 
 
 def sort_columns(X):

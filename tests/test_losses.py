@@ -398,7 +398,7 @@ def test_sliced_wasserstein_with_fixed_directions_sorts_the_style_once(maps):
     V = np.asarray(losses.random_directions(jax.random.key(2), 6, N))
     np.testing.assert_allclose(np.linalg.norm(V, axis=1), 1.0, rtol=1e-6)
     target = losses.sliced_wasserstein_fixed_target(S, V)
-    assert target.sorted_projections.shape == (49, 6)
+    assert target.sorted_projections.shape == (6, 49)  # a row per direction
     np.testing.assert_allclose(losses.sliced_wasserstein_fixed_layer_loss(F, target),
                                _np_sliced(F, S, V), rtol=1e-5)
     batch = np.stack([F, F[::-1]])
@@ -410,13 +410,13 @@ def test_histogram_is_risser_2017_eq4(maps):
     F, S = maps
     target_of, loss = JITTED["histogram"]
     target = target_of(S)
-    np.testing.assert_allclose(target, np.sort(_flat(S), axis=0), rtol=1e-6)
+    np.testing.assert_allclose(target, np.sort(_flat(S), axis=0).T, rtol=1e-6)  # channel rows
     np.testing.assert_allclose(loss(F, target), _np_histogram(F, np.sort(_flat(S), axis=0)),
                                rtol=1e-5)
     # Quantiles at a fixed count stand for the sorted responses.
     few = _histogram_target(S, num_quantiles=10)
     expected = np.stack([_np_quantile_at(c, 10) for c in np.sort(_flat(S), axis=0).T], axis=1)
-    np.testing.assert_allclose(few, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(few, expected.T, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(loss(F, few), _np_histogram(F, expected), rtol=1e-5)
     # R(O) is a constant: the gradient is 2 (O - R(O)) / (M N).
     X = _flat(F)

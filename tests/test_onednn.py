@@ -196,6 +196,34 @@ def test_sort_columns_under_vmap_and_outside_float32(sorting, rng):
     np.testing.assert_array_equal(onednn.sort_columns(X64), np.sort(X64, axis=-2))
 
 
+def _np_match_rows(X, T):
+    """numpy's: T's values at the stable ranks of X's, row by row."""
+    ranks = np.argsort(np.argsort(X, axis=-1, kind="stable"), axis=-1, kind="stable")
+    return np.take_along_axis(T, ranks, axis=-1)
+
+
+@pytest.mark.parametrize("shape", [(7, 1000), (2, 3, 33, 40), (1, 12), (70, 3000)])
+def test_match_rows_puts_the_target_at_the_ranks(sorting, rng, shape):
+    X = jnp.swapaxes(_columns(rng, shape[:-2] + shape[-2:][::-1]), -1, -2)  # ties, -0, inf
+    T = jnp.sort(jnp.asarray(rng.standard_normal(shape), jnp.float32), axis=-1)
+    matched = jax.jit(onednn.match_rows)(X, T)
+    assert onednn.MATCH_TARGET in jax.jit(onednn.match_rows).lower(X, T).as_text()
+    np.testing.assert_array_equal(matched, _np_match_rows(np.asarray(X), np.asarray(T)))
+    np.testing.assert_array_equal(jax.vmap(onednn.match_rows)(X[None], T[None])[0], matched)
+    # no derivative: the target a loss compares with is a constant
+    assert float(jnp.abs(jax.grad(lambda X: jnp.sum(onednn.match_rows(X, T)))(X)).max()) == 0
+
+
+def test_match_rows_without_the_kernel_is_the_same(sorting, rng, monkeypatch):
+    X = jnp.swapaxes(_columns(rng, (300, 5)), -1, -2)
+    T = jnp.sort(jnp.asarray(rng.standard_normal((5, 300)), jnp.float32), axis=-1)
+    kernel = onednn.match_rows(X, T)
+    monkeypatch.setattr(onednn, "_SORTING", [False])
+    np.testing.assert_array_equal(onednn.match_rows(X, T), kernel)
+    with pytest.raises(ValueError, match="differ in shape"):
+        onednn.match_rows(X, T[:, :10])
+
+
 @pytest.mark.parametrize("loss", ["histogram", "sliced_wasserstein"])
 def test_the_sorting_losses_are_the_same_through_the_kernel(sorting, rng, monkeypatch, loss):
     """Value and gradient of each loss that sorts, with the kernel and with jnp.sort."""

@@ -150,7 +150,48 @@ ffi::Error UnsortColumnsImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::S32> rows
   return ffi::Error::Success();
 }
 
+// out[..., r, rank_r(i)] = t[..., r, i]: each row of t (sorted values) put at the ranks
+// of x's values in the same row, x's own order (stable: equal values in order of
+// position). With t a sorted target, out is x's row matched to it by rank, the optimal
+// transport in one dimension; rows are contiguous, so there is nothing to transpose.
+ffi::Error MatchRowsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> t,
+                         ffi::ResultBuffer<ffi::F32> out) {
+  auto d = x.dimensions();
+  auto dt = t.dimensions();
+  if (d.size() < 1 || dt.size() != d.size() || !std::equal(d.begin(), d.end(), dt.begin()))
+    return ffi::Error::InvalidArgument("match_rows: x and t must be of one shape (..., M)");
+  const int64_t m = d[d.size() - 1];
+  int64_t rows = 1;
+  for (size_t i = 0; i + 1 < d.size(); ++i) rows *= d[i];
+  if (m >= (int64_t{1} << 31)) return ffi::Error::InvalidArgument("match_rows: M >= 2^31");
+  const float* in = x.typed_data();
+  const float* target = t.typed_data();
+  float* result = out->typed_data();
+#pragma omp parallel
+  {
+    // per thread, uninitialised: every element is written before it is read
+    std::unique_ptr<uint32_t[]> keys(new uint32_t[m]), keys_out(new uint32_t[m]);
+    std::unique_ptr<int32_t[]> index(new int32_t[m]), index_out(new int32_t[m]);
+#pragma omp for schedule(dynamic)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = in + r * m;
+      for (int64_t i = 0; i < m; ++i) keys[i] = Key(row[i]);
+      SortKeys(keys.get(), index.get(), m, keys_out.get(), index_out.get());
+      const float* sorted = target + r * m;
+      float* matched = result + r * m;
+      for (int64_t i = 0; i < m; ++i) matched[index[i]] = sorted[i];
+    }
+  }
+  return ffi::Error::Success();
+}
+
 }  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JstyleMatchRows, MatchRowsImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JstyleSortColumns, SortColumnsImpl,
                               ffi::Ffi::Bind()
