@@ -25,6 +25,7 @@ from jstyle.options import (
     BALANCES,
     BLENDED_STYLE_LOSSES,
     BOUNDS,
+    DRAWN_STYLE_LOSSES,
     LBFGS_BACKENDS,
     LINE_SEARCHES,
     MIN_TILE,
@@ -134,6 +135,10 @@ class Config:
         (("gram", 1.0),), "the style loss at every style layer: gram (the paper's Gram "
         "matrices, eq. 4), mean_std, wasserstein, sliced_wasserstein, histogram, mrf or remd "
         "(see the README's Style losses), or a mapping loss: weight to add several")
+    redraw_every: int = _key(
+        0, "draw sliced_wasserstein's projections (and mrf's and remd's sampled positions) "
+        "afresh every N iterations, the optimiser continuing on each new draw (Heitz et al. "
+        "2021 draw new projections for each L-BFGS run); 0: once per run")
     pooling: str = _key("avg", "avg (the paper) or max (as VGG-19 was trained)", choices=POOLING)
     tv_weight: float = _key(0.0, "total-variation smoothing weight (0: off, as in the paper)")
     save_every: int = _key(0, "also save the image every N iterations (0: only at the end)")
@@ -378,7 +383,7 @@ def _validate(key: str, value: Any) -> Any:
         return value
     if key in ("size", "iterations", "lbfgs_memory"):
         return _number(key, value, int, 1)
-    if key in ("seed", "save_every"):
+    if key in ("seed", "save_every", "redraw_every"):
         return _number(key, value, int, 0)
     if key == "noise_amplitude":
         value = _number(key, value, float, 0.0)
@@ -438,6 +443,9 @@ def resolve(values: Mapping[str, Any]) -> Config:
     if config.masks and others:
         raise _fail("style_loss", f"{', '.join(others)} has no per-region form: masks "
                     "need style_loss: gram")
+    if config.redraw_every and not set(others) & set(DRAWN_STYLE_LOSSES):
+        raise _fail("redraw_every", f"only {', '.join(DRAWN_STYLE_LOSSES)} draw anything to "
+                    "draw afresh; set redraw_every: 0, or add one of them to style_loss")
     single = [name for name in others if name not in BLENDED_STYLE_LOSSES]
     if count > 1 and single:
         raise _fail("style_loss", f"{', '.join(single)} matches one style image's "

@@ -298,13 +298,13 @@ def _on_mesh(fn: Callable) -> Callable:
 
 @functools.partial(jax.jit, static_argnames=("objective", "mesh", "batched"))
 @_on_mesh
-def _targets(params, contents, styles, blend, masks, weights, *, objective, mesh, batched):
+def _targets(params, contents, styles, blend, masks, weights, draw, *, objective, mesh, batched):
     # vmap is right here (no control flow): the style images' Gram matrices, which do not
     # depend on the photo, are computed once and broadcast. The weights are arguments, not
     # the (static) objective's: one program serves every weight setting.
-    targets = _vmapped(lambda c: compute_targets(params, c, styles, objective, blend,
-                                                 masks)._replace(weights=weights),
-                       batched)(contents)
+    targets = _vmapped(lambda c, d: compute_targets(params, c, styles, objective, blend,
+                                                    masks, d)._replace(weights=weights),
+                       batched)(contents, draw)
     if batched:  # every leaf carries the batch axis
         return _constrain(targets, mesh, True, ())
     # Spatial: P^l in horizontal slices like the image, A^l (N x N) on every device.
@@ -329,6 +329,16 @@ def _init_state(image, params, targets, *, objective, solver, mesh, batched):
 
     image, state = _per_image(one, mesh, batched)(image, targets)
     return _constrain((image, state), mesh, batched, image.shape[-3:])
+
+
+@functools.partial(jax.jit, static_argnames=("objective", "solver", "mesh", "batched"))
+@_on_mesh
+def _rebase_state(image, state, params, targets, *, objective, solver, mesh, batched):
+    def one(x, s, t):
+        return solver.rebase(lambda y: objective_and_terms(y, params, t, objective), x, s)
+
+    state = _per_image(one, mesh, batched)(image, state, targets)
+    return _constrain(state, mesh, batched, image.shape[-3:])
 
 
 @functools.partial(jax.jit, static_argnames=("objective", "solver", "chunk", "mesh", "batched"),
@@ -420,7 +430,7 @@ def optimise(params, contents: np.ndarray, styles: Sequence[np.ndarray], blend, 
              iterations: int | Sequence[int], mesh: Mesh, batched: bool,
              state: Any = None, offset: int | Sequence[int] = 0, save_every: int = 0,
              on_chunk: Callable[[Report], None] | None = None,
-             delivered_bits: int = 8) -> list[Result]:
+             delivered_bits: int = 8, redraw_every: int = 0) -> list[Result]:
     """Targets, compilation and the chunked optimisation of ``B`` problems: ``batched``,
     ``contents`` and ``init`` are ``(B, H, W, 3)`` sharded on the batch axis; else ``B = 1``,
     they are ``(H, W, 3)`` and their rows are sharded (a mesh of one device: a plain run).
@@ -448,12 +458,12 @@ def optimise(params, contents: np.ndarray, styles: Sequence[np.ndarray], blend, 
     with stoppable():
         return _optimise(params, contents, styles, blend, masks, init, objective, solver,
                          iterations, mesh, batched, state, offset, save_every, on_chunk,
-                         delivered_bits)
+                         delivered_bits, redraw_every)
 
 
 def _optimise(params, contents, styles, blend, masks, init, objective, solver, iterations,
               mesh, batched, state, offset, save_every, on_chunk,
-              delivered_bits=8) -> list[Result]:
+              delivered_bits=8, redraw_every=0) -> list[Result]:
     t0 = time.perf_counter()
     if not batched and mesh.size > 1:
         solver = for_spatial_split(solver)
@@ -527,7 +537,15 @@ def _optimise(params, contents, styles, blend, masks, init, objective, solver, i
         masks = None if masks is None else _put(np.asarray(masks, np.float32), replicated)
         image = _put(saved.reshape(image_shape), _spec(image_shape, axis, mesh))
         weights = {k: _put(v, replicated) for k, v in weights.items()}
-        targets = _call(_targets, params, contents, styles, blend, masks, weights, **static)
+        # which draw of the style losses' projections and samples each problem is on
+        drawn = offset // redraw_every if redraw_every else np.zeros(count, np.int64)
+
+        def draws() -> Array:
+            return _put(drawn.astype(np.int32) if batched else np.int32(drawn[0]),
+                        _spec((count,), 0, mesh) if batched else replicated)
+
+        targets = _call(_targets, params, contents, styles, blend, masks, weights, draws(),
+                        **static)
         if state is None:
             image, state = _call(_init_state, image, params, targets, solver=solver, **static)
             evaluations += solver.init_evaluations
@@ -555,6 +573,8 @@ def _optimise(params, contents, styles, blend, masks, init, objective, solver, i
             todo = np.where([s is None for s in stopped], np.minimum(chunk, budget - done), 0)
             if save_every:  # chunks end on every multiple of save_every, from the run's start
                 todo = np.minimum(todo, save_every - (offset + done) % save_every)
+            if redraw_every:  # and on every multiple of redraw_every
+                todo = np.minimum(todo, redraw_every - (offset + done) % redraw_every)
             if not todo.any():
                 break
             steps = run(image, state, counts(todo), params, targets)
@@ -578,6 +598,17 @@ def _optimise(params, contents, styles, blend, masks, init, objective, solver, i
                 if taken[i]:
                     last[i] = {k: float(v[i]) for k, v in reported.items()}
             evaluations += spent.sum(axis=1)
+            done = np.array([len(h) for h in histories])
+            going = np.array([s is None for s in stopped]) & (done < budget)
+            if redraw_every and (going & ((offset + done) // redraw_every > drawn)).any():
+                # the style losses' projections and samples drawn afresh: new targets, and
+                # the solver re-based on them (Heitz et al.: a new L-BFGS run per draw)
+                drawn = np.where(going, (offset + done) // redraw_every, drawn)
+                targets = placed["targets"] = _call(_targets, params, contents, styles, blend,
+                                                    masks, weights, draws(), **static)
+                state = placed["state"] = _call(_rebase_state, image, state, params, targets,
+                                                solver=solver, **static)
+                evaluations += np.where(going, solver.init_evaluations, 0)
             if on_chunk is not None:
                 on_chunk(Report(histories, saved,
                                 functools.partial(current_terms, saved),

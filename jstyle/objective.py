@@ -227,6 +227,7 @@ def compute_targets(
     objective: Objective,
     style_blend: Sequence[float] | None = None,
     masks: Array | None = None,
+    draw: Array | int = 0,
 ) -> Targets:
     """P^l of the content photo and A^l of the style image(s), computed once.
 
@@ -244,7 +245,9 @@ def compute_targets(
 
     The style losses other than the Gram matrices' (:attr:`Objective.style_losses`) get
     their targets from :mod:`jstyle.style_losses`, layer by layer, with keys drawn from
-    :attr:`Objective.seed`; they take no masks.
+    :attr:`Objective.seed`; they take no masks. ``draw`` (an int, traced or not): which
+    draw of the seed's, 0 the run's first; a run that draws its projections and samples
+    afresh (``redraw_every``) makes its targets again with the next.
     """
     content_names = [n for n, _ in objective.content_layers]
     style_names = [n for n, _ in objective.style_layers]
@@ -260,6 +263,8 @@ def compute_targets(
             raise ValueError(f"style losses {others} have no per-region form; masks need "
                              "style_loss: gram")
         seed = jax.random.PRNGKey(objective.seed)
+        # draw 0 is the seed's own key, so a run that never redraws keeps its targets
+        seed = jnp.where(jnp.asarray(draw) == 0, seed, jax.random.fold_in(seed, draw))
         statistics = {}
         for name in others:
             statistics[name] = {}

@@ -259,6 +259,14 @@ class LBFGS:
                            jnp.zeros((3, self.memory, self.memory), x.dtype))
         return x, state
 
+    def rebase(self, fun: Fun, x: Array, state: LBFGSState) -> LBFGSState:
+        """The state at ``x`` for a changed objective ``fun`` (new targets: ``redraw_every``'s
+        projections): its value, gradient and terms evaluated anew (one evaluation), so that
+        the line search compares values of one objective; the curvature pairs are kept (of
+        the same loss under other projections, a curvature estimate as good as any)."""
+        value, terms, grad = _evaluate(fun, x)
+        return state._replace(value=value, grad=grad, terms=terms)
+
     def _direction(self, x: Array, state: LBFGSState) -> Array:
         g = state.grad
         first = state.count == 0
@@ -369,6 +377,11 @@ class JaxoptLBFGS:
         x = _project(x, self.bounds)
         return x, self._solver(fun).init_state(x, *self._box(x))
 
+    def rebase(self, fun: Fun, x: Array, state: Any) -> Any:
+        """The state at ``x`` for a changed objective ``fun``: jaxopt's afresh (one
+        evaluation; its state holds no history that can be kept apart from its value)."""
+        return self.init(fun, x)[1]
+
     def step(self, fun: Fun, x: Array, state: Any):
         before = state.num_fun_eval
         x, state = self._solver(fun).update(x, state, *self._box(x))
@@ -400,6 +413,11 @@ class Adam:
     def init(self, fun: Fun, x: Array) -> tuple[Array, AdamState]:
         x = _project(x, self.bounds)
         return x, AdamState(optax.adam(self.learning_rate).init(x))
+
+    def rebase(self, fun: Fun, x: Array, state: AdamState) -> AdamState:
+        """The state for a changed objective: Adam's moments as they are (it evaluates its
+        objective at each step, and keeps no value)."""
+        return state
 
     def step(self, fun: Fun, x: Array, state: AdamState):
         value, terms, grad = _evaluate(fun, x)

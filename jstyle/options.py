@@ -19,8 +19,8 @@ from pathlib import Path
 
 from jstyle.errors import JStyleError
 
-__all__ = ["OPTIMIZERS", "PRECISIONS", "STYLE_LOSSES", "BLENDED_STYLE_LOSSES", "BALANCES",
-    "BALANCE_RATIO",
+__all__ = ["OPTIMIZERS", "PRECISIONS", "STYLE_LOSSES", "BLENDED_STYLE_LOSSES",
+    "DRAWN_STYLE_LOSSES", "BALANCES", "BALANCE_RATIO",
     "LBFGS_BACKENDS", "LINE_SEARCHES", "BOUNDS", "POOLING", "INITS", "NOISE_AMPLITUDE",
     "PRESERVE_COLOR", "SHARDING_MODES", "BATCH_AXIS", "HEIGHT_AXIS", "TILE_AUTO", "MIN_TILE",
     "OUTPUT_FORMATS", "OUTPUT_BITS", "OUTPUT_SUFFIXES",
@@ -60,6 +60,9 @@ STYLE_LOSSES: tuple[str, ...] = ("gram", "mean_std", "wasserstein", "sliced_wass
 #: The style losses that blend several style images (by their Gram matrices' or their
 #: statistics' mixture); the rest match one style image's distribution.
 BLENDED_STYLE_LOSSES: tuple[str, ...] = ("gram", "mean_std", "wasserstein")
+#: The style losses that draw something at random for a run (projections, sampled
+#: positions), which ``redraw_every`` draws afresh.
+DRAWN_STYLE_LOSSES: tuple[str, ...] = ("sliced_wasserstein", "mrf", "remd")
 
 #: How alpha is set: ``fixed`` (content_weight as given, scaled by the pixel ratio in
 #: coarse stages) or ``auto`` (measured at each stage's start so that the content term's

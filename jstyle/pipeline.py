@@ -277,7 +277,8 @@ def run_transfer(weights, inputs, config: Config, *, resume: ResumePoint | None 
             kw = {"iterations": phase.iterations - done, "init": start, "seed": config.seed,
                   "noise_amplitude": config.noise_amplitude, "style_blend": config.style_blend,
                   "state": resume.state if resumed else None, "offset": done,
-                  "delivered_bits": config.image_bits}  # the output file's quantisation
+                  "delivered_bits": config.image_bits,  # the output file's quantisation
+                  "redraw_every": config.redraw_every}
             run = stylize
             if phase.coarse:
                 if log:

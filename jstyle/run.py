@@ -484,7 +484,7 @@ def _run_sharded_batch(config: Config, paths: list[str], folder: Path,
                     init=init, seed=config.seed, noise_amplitude=config.noise_amplitude,
                     style_blend=config.style_blend, mesh=mesh, save_every=config.save_every,
                     states=states, offsets=offsets, on_progress=on_progress,
-                    delivered_bits=config.image_bits)
+                    delivered_bits=config.image_bits, redraw_every=config.redraw_every)
             except engine.Interrupted as stop:
                 results, interrupted = stop.results, True
         phase = pipeline.phases(config, shape[0], shape[1])[-1]  # the only one: no coarse

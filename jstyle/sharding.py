@@ -118,14 +118,15 @@ def stylize_batch(
     offsets: Sequence[int] | None = None,
     on_progress: Callable[[BatchProgress], None] | None = None,
     delivered_bits: int = 8,
+    redraw_every: int = 0,
 ) -> list[Result]:
     """:func:`jstyle.transfer.stylize` for each of ``contents``, the batch sharded over devices.
 
     Args:
       contents: ``B`` same-sized RGB photos in [0, 1], ``(B, H, W, 3)`` or a list of them.
-      styles, objective, solver, iterations, seed, style_blend, save_every, delivered_bits:
-        as for ``stylize``, shared by every photo; the white-noise start uses ``seed`` for every
-        photo, as a batch run of the command line does.
+      styles, objective, solver, iterations, seed, style_blend, save_every, delivered_bits,
+        redraw_every: as for ``stylize``, shared by every photo; the white-noise start
+        uses ``seed`` for every photo, as a batch run of the command line does.
       init: ``"noise"``, ``"content"``, ``"style"``, or images ``(B, H, W, 3)``.
       mesh: a one-axis mesh (default: :func:`make_mesh` over every device, axis ``"batch"``).
       states, offsets: continue an interrupted batch: each photo's solver state (its
@@ -180,7 +181,8 @@ def stylize_batch(
         results = engine.optimise(params, stack, styles, style_blend, None, start, objective,
                                   solver, iterations=budget, mesh=mesh, batched=True,
                                   state=state, offset=offsets, save_every=save_every,
-                                  on_chunk=on_chunk, delivered_bits=delivered_bits)
+                                  on_chunk=on_chunk, delivered_bits=delivered_bits,
+                                  redraw_every=redraw_every)
     except Interrupted as stop:  # the padding's results dropped
         raise Interrupted(stop.results[:count]) from None
     return results[:count]
@@ -219,6 +221,7 @@ def stylize_spatial(
     on_progress: Callable[[Progress], None] | None = None,
     mesh: Any = None,
     delivered_bits: int = 8,
+    redraw_every: int = 0,
 ) -> Result:
     """:func:`jstyle.transfer.stylize` on one image whose rows are split over devices.
 
@@ -236,4 +239,4 @@ def stylize_spatial(
                             init=init, seed=seed, noise_amplitude=noise_amplitude,
                             style_blend=style_blend, save_every=save_every, state=state,
                             offset=offset, on_progress=on_progress, mesh=mesh,
-                            delivered_bits=delivered_bits)
+                            delivered_bits=delivered_bits, redraw_every=redraw_every)

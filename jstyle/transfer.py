@@ -72,6 +72,7 @@ def stylize(
     on_progress: Callable[[Progress], None] | None = None,
     mesh: Any = None,
     delivered_bits: int = 8,
+    redraw_every: int = 0,
 ) -> Result:
     """Render ``content`` in the style of ``styles`` (already sized: the paper resizes them to
     the content's size; another size acts as a style scale).
@@ -100,6 +101,10 @@ def stylize(
         passes).
       delivered_bits: bits per channel of the file the result is saved as: the result's
         ``delivered`` terms are of that quantisation (:func:`jstyle.preprocessing.delivered`).
+      redraw_every: if > 0, what the style losses draw for a run (the sliced Wasserstein
+        loss's projections, the MRF and relaxed-EMD losses' samples) is drawn afresh every
+        that many iterations, counted from the run's start, and the solver continues on
+        the new objective (:meth:`jstyle.optimize.LBFGS.rebase`).
 
     A loss or image that becomes NaN or infinite stops the run: the result keeps
     the last finite image, and ``stopped`` names the iteration and the loss terms
@@ -124,5 +129,5 @@ def stylize(
         iterations=iterations, mesh=mesh or engine.one_device_mesh(), batched=False,
         state=state,
         offset=offset, save_every=save_every, on_chunk=on_chunk,
-        delivered_bits=delivered_bits)
+        delivered_bits=delivered_bits, redraw_every=redraw_every)
     return result

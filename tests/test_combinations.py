@@ -29,7 +29,8 @@ CELLS = {
     "--resume": ([], ("ok", "ok", "ok")),
     "optimizer: adam": (["optimizer=adam"], ("ok", "ok", "ok")),
     "precision: bfloat16": (["precision=bfloat16"], ("ok", "ok", "ok")),
-    "style_loss: sliced_wasserstein": (["style_loss=sliced_wasserstein"], ("ok", "ok", "ok")),
+    "style_loss: sliced_wasserstein, redraw_every: 1": (
+        ["style_loss=sliced_wasserstein", "redraw_every=1"], ("ok", "ok", "ok")),
     "balance: auto": (["balance=auto"], ("ok", "balance: auto measures alpha per photo",
                                          "ok")),
     "tile_size: 64": (["tile_size=64"], ("ok", "ok", "ok")),

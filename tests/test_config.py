@@ -292,9 +292,17 @@ def test_style_loss_is_a_name_a_list_or_a_mapping():
     ({"style_loss": "mean_std", "masks": ["m.png"]}, "masks need style_loss: gram"),
     ({"style_loss": "sliced_wasserstein", "style": ["a.jpg", "b.jpg"]},
      "matches one style image's distribution, and 2 are given"),
+    ({"redraw_every": 50}, "only sliced_wasserstein, mrf, remd draw anything"),
+    ({"redraw_every": -1, "style_loss": "sliced_wasserstein"}, "redraw_every"),
 ])
 def test_style_loss_refusals_are_one_line(values, message):
     one_line_error(lambda: resolve(values), message)
+
+
+def test_redraw_every_takes_the_losses_that_draw():
+    assert resolve({"style_loss": {"gram": 1, "sliced_wasserstein": 1},
+                    "redraw_every": 64}).redraw_every == 64
+    assert resolve({}).redraw_every == 0
 
 
 def test_blending_style_losses_take_several_styles():

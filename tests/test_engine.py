@@ -3,6 +3,7 @@ continued from its saved state ends where an uninterrupted one does."""
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 
 import jax
@@ -47,6 +48,32 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(random_params, probl
     state = engine.state_from_leaves(template, leaves, structure)
     rest = transfer.stylize(random_params, content, [style], OBJECTIVE, solver, iterations=5,
                             init=first.image, state=state, offset=3)
+    np.testing.assert_allclose(first.history + rest.history, whole.history, rtol=1e-5)
+    np.testing.assert_allclose(rest.image, whole.image, atol=1e-4)
+    assert first.evaluations + rest.evaluations == whole.evaluations
+
+
+SLICED = dataclasses.replace(OBJECTIVE, style_losses=(("sliced_wasserstein", 1.0),))
+
+
+def test_redrawn_projections_resume_where_an_uninterrupted_run_ends(random_params, problem):
+    """redraw_every: new projections (new targets) on every multiple of it, counted from
+    the run's start, so a run resumed between two draws continues on the same one."""
+    content, style = problem
+    solver = SOLVERS["lbfgs"]
+    fixed = transfer.stylize(random_params, content, [style], SLICED, solver, iterations=6)
+    whole = transfer.stylize(random_params, content, [style], SLICED, solver, iterations=6,
+                             redraw_every=2)
+    assert whole.history[:2] == fixed.history[:2]  # one draw until the first redraw
+    assert not np.allclose(whole.history[2:], fixed.history[2:], rtol=1e-4)
+    # the start, each step's, and one to re-base the solver on each new draw (at 2 and 4)
+    assert whole.evaluations == 1 + sum(whole.evaluations_history) + 2
+    with pytest.raises(engine.Interrupted) as stop:
+        transfer.stylize(random_params, content, [style], SLICED, solver, iterations=6,
+                         redraw_every=2, on_progress=_stop_at(3))
+    first = stop.value.result
+    rest = transfer.stylize(random_params, content, [style], SLICED, solver, iterations=3,
+                            init=first.image, state=first.state, offset=3, redraw_every=2)
     np.testing.assert_allclose(first.history + rest.history, whole.history, rtol=1e-5)
     np.testing.assert_allclose(rest.image, whole.image, atol=1e-4)
     assert first.evaluations + rest.evaluations == whole.evaluations

@@ -101,3 +101,20 @@ def test_balanced_content_weight_sets_the_gradients_ratio(random_params, rng):
     np.testing.assert_allclose(gs, np.linalg.norm(term("style")), rtol=1e-4)
     alpha = balanced_content_weight(image, random_params, targets, OBJECTIVE, 0.5)
     np.testing.assert_allclose(alpha * gc, 0.5 * OBJECTIVE.style_weight * gs, rtol=1e-5)
+
+
+def test_draw_zero_is_the_seed_and_later_draws_are_new(random_params, rng):
+    import dataclasses
+
+    content = rng.random((32, 32, 3), dtype=np.float32)
+    style = rng.random((32, 32, 3), dtype=np.float32)
+    sliced = dataclasses.replace(OBJECTIVE, style_losses=(("sliced_wasserstein", 1.0),))
+    plain = compute_targets(random_params, content, [style], sliced)
+    first = jax.jit(compute_targets, static_argnums=3)(random_params, content, [style], sliced,
+                                                        None, None, jnp.int32(0))
+    later = compute_targets(random_params, content, [style], sliced, draw=1)
+    for layer, target in plain.statistics["sliced_wasserstein"].items():
+        np.testing.assert_allclose(first.statistics["sliced_wasserstein"][layer].directions,
+                                   target.directions, rtol=1e-6)  # jit's rounding aside
+        assert not np.allclose(later.statistics["sliced_wasserstein"][layer].directions,
+                               target.directions)
