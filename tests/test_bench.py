@@ -79,14 +79,17 @@ def test_markdown_report_sets_winograd_beside_xla_and_pastiche_beside_jstyle():
         "startup": {"cold": {}, "warm": {}},
         "lbfgs": {"size": 256, "iterations": 100, "memory": 20,
                   "jax": {"seconds": 10.0, "evaluations": 104, "final_loss": 1e9},
+                  "jax_cold": {"seconds": 12.5, "evaluations": 104, "final_loss": 1e9},
                   "jax_xla": {"seconds": 20.0, "evaluations": 104, "final_loss": 1e9},
                   "torch": {"seconds": 30.0}, "torch_none": {"seconds": 25.0}},
     }
     text = markdown(record)
+    assert "| jstyle, compiling (the first run) | 12.5 | 104 | 1e+09 |" in text
+    assert "| ratio jstyle compiling / torch, no line search | 0.50 |" in text
     assert "onednn:jit_wino_4x3:avx512_core against XLA's" in text
     # Winograd / XLA (in a loop), / torch (in a loop), ms, XLA ms, loss ratio
     assert "| 128x96 | 0.50 (0.40) | 0.80 (0.60) | 400 (300) | 800 (750) | 1.000000 |" in text
-    assert "| jstyle, XLA's convolutions | 20.0 | 104 | 1e+09 |" in text
+    assert "| jstyle, XLA's convolutions, compiling | 20.0 | 104 | 1e+09 |" in text
     assert "| ratio jstyle / torch, no line search | 0.40 |" in text
 
 

@@ -210,9 +210,17 @@ def startup_jax(spec: dict) -> dict:
 
 
 def lbfgs_jax(spec: dict) -> dict:
-    """jstyle's L-BFGS (the CLI's code path) for a number of iterations."""
+    """jstyle's L-BFGS (the CLI's code path) for a number of iterations; with
+    ``spec["cache_dir"]``, its programs kept there as the CLI keeps them (a second run in
+    one folder is a user's every run after the first)."""
     from jstyle.optimize import make_solver
     from jstyle.transfer import stylize
+
+    if "cache_dir" in spec:
+        from jstyle.cache import enable_compilation_cache
+
+        os.environ["JSTYLE_COMPILATION_CACHE"] = spec["cache_dir"]
+        enable_compilation_cache()
 
     weights, objective, content, style, noise = _problem(spec["height"], spec["width"],
                                                          spec.get("precision", "float32"),
