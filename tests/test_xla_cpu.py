@@ -42,3 +42,13 @@ def test_apply_sets_xla_flags_only_before_jax_starts(monkeypatch):
 
     measured = flags_for("", metadata.version("jaxlib")) != ""
     assert out == (["True", f"--{NAME}="] if measured else ["False"])
+
+
+def test_freed_memory_is_kept_on_glibc_unless_the_environment_says(monkeypatch):
+    import platform
+
+    for name in [k for k in os.environ if k.startswith("MALLOC_")]:
+        monkeypatch.delenv(name)
+    assert xla_cpu.keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")  # the user's own allocator settings win
+    assert xla_cpu.keep_freed_memory() is False
