@@ -125,7 +125,7 @@ def prepare_inputs(
     if styles:
         style_arrays = [to_array(resize_to(s, style_h, style_w)) for s in styles]
     else:
-        style_arrays = [default_images.swirl_painting(style_h, style_w)]
+        style_arrays = [default_images.default_style_image(style_h, style_w)]
     init_value: str | np.ndarray = config.init if init is None else \
         to_array(resize_to(init, height, width))
     mask_arrays = None

@@ -101,8 +101,33 @@ def test_default_content_image_without_skimage(monkeypatch: pytest.MonkeyPatch) 
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_skimage)
+    import importlib.util
+
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "skimage" else real_find(name, *a))
     with pytest.raises(JStyleError, match="pip install scikit-image"):
         default_content_image()
+
+
+def test_default_content_image_is_skimages_chelsea_read_without_importing_it() -> None:
+    data = pytest.importorskip("skimage.data")
+    expected = (np.asarray(data.chelsea(), dtype=np.float32) / 255.0)[..., :3]
+    np.testing.assert_array_equal(default_content_image(), expected)
+
+
+def test_default_style_image_is_drawn_once_and_kept(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    drawn = default_images.default_style_image(40, 48)
+    np.testing.assert_array_equal(drawn, swirl_painting(40, 48))
+    (kept,) = (tmp_path / "jstyle" / "default-images").glob("swirl_painting-40x48-*.npy")
+    np.save(kept, np.zeros((40, 48, 3), np.float32))  # read back, not drawn again
+    assert not default_images.default_style_image(40, 48).any()
+    # a cache folder that cannot be written: drawn, and nothing kept
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    np.testing.assert_array_equal(default_images.default_style_image(40, 48), drawn)
 
 
 def test_mosaic_painting_is_a_deterministic_warm_picture() -> None:

@@ -56,7 +56,7 @@ def _problem(height: int, width: int, precision: str = "float32", seed: int = 0,
                           convolutions=used.convolutions)
     content = to_array(fit_longest(from_array(default_images.default_content_image()),
                                    max(height, width)).resize((width, height)))
-    style = default_images.swirl_painting(height, width)
+    style = default_images.default_style_image(height, width)
     noise = np.random.default_rng(seed).random((height, width, 3), dtype=np.float32)
     return weights, objective, content, style, noise
 
