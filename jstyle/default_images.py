@@ -384,15 +384,15 @@ def default_content_image() -> np.ndarray:
 def default_style_image(height: int, width: int) -> np.ndarray:
     """The default style image, :func:`swirl_painting` at ``height`` x ``width``, drawn once
     and then kept in jstyle's cache folder (drawing it takes about 0.2 s at 256 px, a tenth
-    of a warm run's start-up), under a name that changes with this module's code. Drawn
-    afresh, and not kept, where that folder cannot be written."""
+    of a warm run's start-up), under a name that changes with this module's code (the
+    drawing, its helpers and palettes). Drawn afresh, and not kept, where that folder
+    cannot be written."""
     import hashlib
-    import inspect
+    from pathlib import Path
 
     from jstyle.cache import cache_dir
 
-    digest = hashlib.sha256(inspect.getsource(swirl_painting).encode()
-                            + inspect.getsource(_lic).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
     path = cache_dir() / "default-images" / f"{DEFAULT_STYLE_NAME}-{height}x{width}-{digest}.npy"
     try:
         kept = np.load(path, allow_pickle=False)

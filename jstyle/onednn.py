@@ -216,35 +216,24 @@ def winograd_conv3x3(x, kernel):
     return jax.ffi.ffi_call(WINOGRAD_TARGET, out, vmap_method="expand_dims")(x, kernel)
 
 
-def _sort_call(X):
+@functools.cache
+def _sorted():
+    """The column sort's custom call, its gradient the permutation's inverse applied
+    (the second handler), made once."""
     import jax
     import jax.numpy as jnp
 
-    shapes = (jax.ShapeDtypeStruct(X.shape, jnp.float32), jax.ShapeDtypeStruct(X.shape, jnp.int32))
-    return jax.ffi.ffi_call(SORT_TARGET, shapes, vmap_method="broadcast_all")(X)
+    def call(X):
+        shapes = (jax.ShapeDtypeStruct(X.shape, jnp.float32),
+                  jax.ShapeDtypeStruct(X.shape, jnp.int32))
+        return jax.ffi.ffi_call(SORT_TARGET, shapes, vmap_method="broadcast_all")(X)
 
+    def backward(rows, g):
+        out = jax.ShapeDtypeStruct(g.shape, g.dtype)
+        return (jax.ffi.ffi_call(UNSORT_TARGET, out, vmap_method="broadcast_all")(g, rows),)
 
-def _sort_fwd(X):
-    values, rows = _sort_call(X)
-    return values, rows
-
-
-def _sort_bwd(rows, g):
-    import jax
-
-    out = jax.ShapeDtypeStruct(g.shape, g.dtype)
-    return (jax.ffi.ffi_call(UNSORT_TARGET, out, vmap_method="broadcast_all")(g, rows),)
-
-
-def _sort_columns(X):
-    return _sort_call(X)[0]
-
-
-def _make_sort():
-    import jax
-
-    sort = jax.custom_vjp(_sort_columns)
-    sort.defvjp(_sort_fwd, _sort_bwd)
+    sort = jax.custom_vjp(lambda X: call(X)[0])
+    sort.defvjp(call, backward)
     return sort
 
 
@@ -283,8 +272,3 @@ def sort_columns(X):
             and jax.default_backend() == "cpu"):
         return jnp.sort(X, axis=-2)
     return _sorted()(X)
-
-
-@functools.cache
-def _sorted():
-    return _make_sort()

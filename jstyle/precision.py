@@ -84,9 +84,10 @@ def _float32(sharding: str, winograd: bool) -> Resolution:
     from jstyle import onednn
     from jstyle.cache import cache_dir
 
-    # Loaded for every run on one CPU, winograd or not, so that the style losses' sort
-    # (onednn.sort_columns) is the same in every process that runs a config: a kept
-    # program (jstyle.programs) is found by the config, not by what a process loaded.
+    # Loaded for every run on one CPU, winograd or not, so that the style losses' sorts
+    # (onednn.match_rows, onednn.sort_columns) are the same in every process that runs a
+    # config: a kept program (jstyle.programs) is found by the config, not by what a
+    # process loaded.
     try:
         kernels = onednn.load(cache_dir() / "kernels")
     except RuntimeError:  # no compiler, no libdnnl, or an AVX2 CPU: XLA's, as ever

@@ -134,8 +134,9 @@ def run_benchmarks(args: argparse.Namespace, log) -> dict[str, Any]:
 
     # Where float32 runs by Winograd (jstyle's default there), XLA's direct convolutions
     # are measured beside it, in the same run.
-    winograd = resolve("float32").convolutions == "winograd"
-    record["float32_convolutions"] = resolve("float32").kernel
+    float32 = resolve("float32")
+    winograd = float32.convolutions == "winograd"
+    record["float32_convolutions"] = float32.kernel
     rows = []
     for size in args.sizes:
         height, width = shape_for(size)

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <utility>
 
 #include "xla/ffi/api/ffi.h"
@@ -73,13 +74,20 @@ void SortKeys(uint32_t* keys, int32_t* index, int64_t m, uint32_t* keys_out,
   }
 }
 
-// (batch, M, K) of a buffer of rank >= 2: leading axes are batch axes.
+// (batch, M, K) of a buffer of rank >= 2 (leading axes are batch axes), or why not.
 template <typename Dims>
-void Columns(const Dims& d, int64_t& batch, int64_t& m, int64_t& k) {
+ffi::Error Columns(const Dims& d, const char* what, int64_t& batch, int64_t& m, int64_t& k) {
+  if (d.size() < 2) {
+    return ffi::Error::InvalidArgument(std::string(what) + " must be (..., M, K)");
+  }
   batch = 1;
   for (size_t i = 0; i + 2 < d.size(); ++i) batch *= d[i];
   m = d[d.size() - 2];
   k = d[d.size() - 1];
+  if (m >= (int64_t{1} << 31)) {
+    return ffi::Error::InvalidArgument(std::string(what) + ": M >= 2^31");
+  }
+  return ffi::Error::Success();
 }
 
 // visit(i, j) for every (i, j) of an M x K grid, in 32 x 32 blocks over the threads: a
@@ -100,11 +108,10 @@ void Blocked(int64_t m, int64_t k, Visit visit) {
 
 ffi::Error SortColumnsImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> sorted,
                            ffi::ResultBuffer<ffi::S32> rows) {
-  auto d = x.dimensions();
-  if (d.size() < 2) return ffi::Error::InvalidArgument("sort_columns: x must be (..., M, K)");
   int64_t batch, m, k;
-  Columns(d, batch, m, k);
-  if (m >= (int64_t{1} << 31)) return ffi::Error::InvalidArgument("sort_columns: M >= 2^31");
+  if (auto error = Columns(x.dimensions(), "sort_columns: x", batch, m, k); error.failure()) {
+    return error;
+  }
   // Columns are strided by K: they are sorted transposed (K, M), each contiguous, and
   // transposed back (Blocked).
   // uninitialised: every element is written before it is read
@@ -130,10 +137,10 @@ ffi::Error SortColumnsImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> 
 // out[..., rows[..., i, j], j] = g[..., i, j]: the gradient of a column sort.
 ffi::Error UnsortColumnsImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::S32> rows,
                              ffi::ResultBuffer<ffi::F32> out) {
-  auto d = g.dimensions();
-  if (d.size() < 2) return ffi::Error::InvalidArgument("unsort_columns: g must be (..., M, K)");
   int64_t batch, m, k;
-  Columns(d, batch, m, k);
+  if (auto error = Columns(g.dimensions(), "unsort_columns: g", batch, m, k); error.failure()) {
+    return error;
+  }
   const float* in = g.typed_data();
   const int32_t* index = rows.typed_data();
   float* result = out->typed_data();
