@@ -124,10 +124,59 @@ def key(jitted: Callable, args: tuple, static: Mapping[str, Any]) -> str:
     return digest.hexdigest()[:32]
 
 
+def _scipy_capsules() -> list[str]:
+    """SciPy's BLAS and LAPACK extension modules put in place without SciPy's packages;
+    returns the names put in ``sys.modules``, for :func:`_prepare` to take out again.
+
+    jaxlib's LAPACK kernels read their routines from ``scipy.linalg.cython_blas`` and
+    ``cython_lapack``; importing those by name runs ``scipy.linalg``'s ``__init__`` first
+    (0.13 s, most of it modules no run uses). The two extensions need nothing from it, so
+    they are loaded from their files as they are; anything unexpected leaves the ordinary
+    import to happen as before."""
+    import importlib.machinery
+    import importlib.util
+    import sys
+
+    placed: list[str] = []
+    try:
+        spec = importlib.util.find_spec("scipy")
+    except (ImportError, ValueError):
+        return placed
+    if spec is None or not spec.submodule_search_locations:
+        return placed
+    for name in ("cython_blas", "cython_lapack"):
+        full = f"scipy.linalg.{name}"
+        if full in sys.modules:
+            continue
+        for folder in spec.submodule_search_locations:
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+                path = Path(folder, "linalg", name + suffix)
+                if not path.is_file():
+                    continue
+                try:
+                    found = importlib.util.spec_from_file_location(full, path)
+                    module = importlib.util.module_from_spec(found)
+                    found.loader.exec_module(module)
+                except Exception:  # noqa: BLE001 - the ordinary import will do it
+                    return placed
+                sys.modules[full] = module
+                placed.append(full)
+                break
+            if full in sys.modules:
+                break
+    return placed
+
+
+@functools.cache
 def _prepare() -> None:
     """What lowering would have done: jaxlib's LAPACK kernels (the solvers' small Cholesky
     and linear solves) take their routines from SciPy when a program using them is first
-    lowered; an executable loaded without lowering would call null pointers."""
+    lowered; an executable loaded without lowering would call null pointers. The
+    routines are read once; the two modules placed for it are then taken out of
+    ``sys.modules``, so that a later ``import scipy.linalg`` is the ordinary one."""
+    import sys
+
+    placed = _scipy_capsules()
     try:
         from jax._src.lax.linalg import initialize_lapack
     except ImportError:  # another jax: lowering a one-element Cholesky does the same
@@ -137,6 +186,9 @@ def _prepare() -> None:
         jax.jit(jax.numpy.linalg.cholesky).lower(np.ones((1, 1), np.float32))
     else:
         initialize_lapack()
+    finally:
+        for name in placed:
+            sys.modules.pop(name, None)
 
 
 def _load(path: Path):

@@ -120,7 +120,8 @@ def test_the_oldest_programs_go_when_the_folder_is_full(kept, monkeypatch):
 
 def test_a_fresh_process_loads_and_runs_the_stored_program(kept):
     """The case that matters: another process, which has lowered nothing (its LAPACK
-    kernels uninitialised), runs the loaded executable and gets the same numbers."""
+    kernels uninitialised), runs the loaded executable and gets the same numbers, without
+    importing ``scipy.linalg`` for the kernels' routines (start-up time)."""
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
@@ -129,15 +130,15 @@ def test_a_fresh_process_loads_and_runs_the_stored_program(kept):
         programs.enable({str(kept)!r})
         a, b = t._operands()
         program = programs.compiled(t._solve, a, b, power=2)
-        print(len(t.TRACES), repr(float(program(a, b)[0])))
+        print(len(t.TRACES), repr(float(program(a, b)[0])), "scipy.linalg" in sys.modules)
     """)
     a, b = _operands()
     expected = float(programs.compiled(_solve, a, b, power=2)(a, b)[0])  # stored here
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    traced, value = done.stdout.split()
-    assert traced == "0" and float(value) == expected
+    traced, value, linalg = done.stdout.split()
+    assert traced == "0" and float(value) == expected and linalg == "False"
 
 
 def test_a_transfer_runs_the_same_from_kept_programs(kept, random_params, monkeypatch):
