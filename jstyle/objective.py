@@ -21,7 +21,6 @@ from jstyle import losses, style_losses, tiling
 from jstyle.layers import downsampling, layer_index
 from jstyle.options import STYLE_LOSSES
 from jstyle.preprocessing import Preprocessing, to_network
-from jstyle.vgg import extract_features
 
 __all__ = ["Objective", "Targets", "network_params", "features", "whole_features",
     "layer_masks",
@@ -153,7 +152,11 @@ def network_params(params: dict, objective: Objective) -> dict:
 
 def features(params: dict, image: Array, objective: Objective, layers: Sequence[str]) -> dict:
     """Responses of ``layers`` to RGB ``image`` ``(..., H, W, 3)`` in [0, 1], in float32
-    whatever the network's precision (:attr:`Objective.precision`)."""
+    whatever the network's precision (:attr:`Objective.precision`). The network (and Flax)
+    is imported here, when a program is traced: a run whose programs are all kept
+    (:mod:`jstyle.programs`) starts without it."""
+    from jstyle.vgg import extract_features
+
     batched = image if image.ndim == 4 else image[None]
     x = to_network(batched, objective.preprocessing)
     if objective.precision != "float32":

@@ -53,7 +53,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from jstyle.options import BOUNDS, LBFGS_BACKENDS, LINE_SEARCHES, OPTIMIZERS
 
@@ -410,9 +409,14 @@ class Adam:
     reports_new_point = False
     init_evaluations = 0
 
+    def _adam(self):
+        import optax  # imported here: only Adam needs it, and an L-BFGS run starts sooner
+
+        return optax, optax.adam(self.learning_rate)
+
     def init(self, fun: Fun, x: Array) -> tuple[Array, AdamState]:
         x = _project(x, self.bounds)
-        return x, AdamState(optax.adam(self.learning_rate).init(x))
+        return x, AdamState(self._adam()[1].init(x))
 
     def rebase(self, fun: Fun, x: Array, state: AdamState) -> AdamState:
         """The state for a changed objective: Adam's moments as they are (it evaluates its
@@ -421,7 +425,8 @@ class Adam:
 
     def step(self, fun: Fun, x: Array, state: AdamState):
         value, terms, grad = _evaluate(fun, x)
-        updates, inner = optax.adam(self.learning_rate).update(grad, state.inner, x)
+        optax, adam = self._adam()
+        updates, inner = adam.update(grad, state.inner, x)
         x = _project(optax.apply_updates(x, updates), self.bounds)
         return x, AdamState(inner), value, terms, jnp.ones((), jnp.int32)
 
