@@ -475,6 +475,41 @@ def test_altered_digest_is_refused(tmp_path: Path, saved: Path) -> None:
         store.load_weights(bad)
 
 
+def test_a_verified_file_is_not_hashed_again_until_it_changes(
+        tmp_path: Path, saved: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The digests of a file verified once come from the cache folder while the file is
+    unchanged; a change on disk (a parameter altered in place) is verified again."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    copy = tmp_path / "copy.h5"
+    copy.write_bytes(saved.read_bytes())
+    first = store.load_weights(copy)
+    assert (tmp_path / "xdg" / "jstyle" / store.DIGESTS_FILE).is_file()
+
+    def no_hashing(*_):
+        raise AssertionError("hashed again")
+
+    with monkeypatch.context() as m:
+        m.setattr(store, "file_sha256", no_hashing)
+        m.setattr(store, "params_sha256", no_hashing)
+        again = store.load_weights(copy)
+    assert (again.sha256, again.params_sha256) == (first.sha256, first.params_sha256)
+    assert first.sha256 == hashlib.sha256(copy.read_bytes()).hexdigest()
+
+    with h5py.File(copy, "a") as f:
+        f["conv1_1/bias"][0] += np.float32(1e-3)
+    with pytest.raises(JStyleError, match="recorded checksum"):
+        store.load_weights(copy)
+
+
+def test_an_unwritable_cache_folder_only_means_hashing_again(
+        tmp_path: Path, saved: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    assert store.load_weights(saved).sha256 == hashlib.sha256(saved.read_bytes()).hexdigest()
+    assert store.load_weights(saved).sha256 == hashlib.sha256(saved.read_bytes()).hexdigest()
+
+
 def test_file_without_digest_still_loads(tmp_path: Path, saved: Path) -> None:
     """Files written before the digest was recorded load unchecked, and still report it."""
     old = tmp_path / "old.h5"

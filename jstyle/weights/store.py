@@ -256,8 +256,66 @@ def _attr_str(f: h5py.File, name: str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+#: In the cache folder: the digests of weights files already verified, each with the
+#: file's size, times and inode when it was; a file unchanged since is not hashed again.
+DIGESTS_FILE = "weights-digests.json"
+#: Files it remembers (the most recently verified).
+DIGESTS_KEPT = 16
+
+
+def _signature(path: Path) -> list[int]:
+    """What changes when a file's bytes may have: its size, modification and change times
+    (nanoseconds) and inode."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _read_digests() -> dict:
+    import json
+
+    try:
+        found = json.loads((cache_dir() / DIGESTS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def remembered_digests(path: Path, signature: list[int]) -> tuple[str, str] | None:
+    """``(file_sha256, params_sha256)`` of ``path`` as :func:`load_weights` verified them,
+    None unless the file is unchanged since: its :func:`_signature` was ``signature``."""
+    entry = _read_digests().get(str(path.resolve()))
+    try:
+        if entry["signature"] == signature:
+            return str(entry["sha256"]), str(entry["params_sha256"])
+    except (OSError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _remember_digests(path: Path, signature: list[int], sha256: str, params: str) -> None:
+    """Note a verified file's digests in the cache folder (best effort: a folder that
+    cannot be written means hashing again next time)."""
+    import json
+
+    known = _read_digests()
+    key = str(path.resolve())
+    known.pop(key, None)
+    known[key] = {"signature": signature, "sha256": sha256, "params_sha256": params}
+    kept = dict(list(known.items())[-DIGESTS_KEPT:])
+    try:
+        with atomic_path(cache_dir() / DIGESTS_FILE) as tmp:
+            tmp.write_text(json.dumps(kept))
+    except OSError:
+        pass
+
+
 def load_weights(path: str | os.PathLike[str]) -> VGGWeights:
-    """Read and validate a weights file written by :func:`save_weights`."""
+    """Read and validate a weights file written by :func:`save_weights`.
+
+    Its parameters are checked against their recorded digest, and the file's SHA-256 taken,
+    once per change of the file: the digests of a file verified before and unchanged since
+    (size, times, inode) come from the cache folder (:data:`DIGESTS_FILE`), 0.13 s of each
+    run's start-up."""
     path = Path(path)
     if not path.is_file():
         raise JStyleError(
@@ -270,6 +328,7 @@ def load_weights(path: str | os.PathLike[str]) -> VGGWeights:
             f"{create_command(path)}"
         )
 
+    signature = _signature(path)
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") is None or _attr_str(f, "format") != FORMAT:
@@ -309,14 +368,21 @@ def load_weights(path: str | os.PathLike[str]) -> VGGWeights:
             check_factors(normalization.factors, where=str(path))
     except JStyleError as exc:
         raise invalid(str(exc).removeprefix(f"{path}: ")) from None
-    digest = params_sha256(params)
-    if recorded is not None and recorded != digest:
-        raise JStyleError(
-            f"{path}: its parameters do not match their recorded checksum (corrupt file?); "
-            f"re-create it with: {create_command(path)}"
-        )
+    known = remembered_digests(path, signature)
+    if known is not None:
+        sha256, digest = known
+    else:
+        digest = params_sha256(params)
+        if recorded is not None and recorded != digest:
+            raise JStyleError(
+                f"{path}: its parameters do not match their recorded checksum (corrupt "
+                f"file?); re-create it with: {create_command(path)}"
+            )
+        sha256 = file_sha256(path)
+        if _signature(path) == signature:  # not written to since it was opened
+            _remember_digests(path, signature, sha256, digest)
     return VGGWeights(
-        params=params, preprocessing=prep, sha256=file_sha256(path), source=source, path=path,
+        params=params, preprocessing=prep, sha256=sha256, source=source, path=path,
         params_sha256=digest, variant=variant, normalization=normalization,
     )
 
