@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from jstyle.bench import harness
 from jstyle.bench.harness import conv_flops, markdown, shape_for
 
 
@@ -31,7 +32,8 @@ def test_markdown_report_has_ratios_first_and_failures():
                          "torch_compile": {"error": "no compiler"},
                          "jax_vs_torch": 0.5, "jax_vs_torch_compile": None}],
         "startup": {"cold": {"compile_s": 5.0, "since_start_s": 9.0},
-                    "warm": {"compile_s": 0.5, "since_start_s": 2.5}},
+                    "warm": {"compile_s": 0.5, "since_start_s": 2.5},
+                    "warm_since_start_s": [2.4, 2.5, 2.9]},
         "lbfgs": {"size": 256, "iterations": 100, "memory": 20,
                   "jax": {"seconds": 10.0, "evaluations": 110, "final_loss": 1e9},
                   "torch": {"seconds": 20.0, "evaluations": 120, "final_loss": 2e9},
@@ -39,9 +41,21 @@ def test_markdown_report_has_ratios_first_and_failures():
     }
     text = markdown(json.loads(json.dumps(record)))
     assert "| 128x96 | 0.50 | n/a | 500 | n/a | 1000 | n/a |" in text
+    assert "| cold | warm cache (median of 3) |" in text
+    assert "| process start to first step s | 9.00 | 2.50 |" in text
     assert "| ratio jstyle / torch | 0.50 |" in text
     assert "torch_compile: no compiler" in text
     assert "bfloat16" not in text  # float32 alone unless asked
+
+
+def test_start_up_is_the_median_warm_run_with_bytecode_kept(tmp_path, monkeypatch):
+    runs = [{"since_start_s": 2.4}, {"error": "x"}, {"since_start_s": 1.9},
+            {"since_start_s": 2.0}]
+    assert harness._median_run(runs, "since_start_s") == {"since_start_s": 2.0}
+    assert harness._median_run([{"error": "x"}], "since_start_s") == {"error": "x"}
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    env = harness._installed_env(tmp_path)
+    assert "PYTHONDONTWRITEBYTECODE" not in env and env["PYTHONPYCACHEPREFIX"] == str(tmp_path)
 
 
 def test_markdown_report_sets_bfloat16_beside_float32():
