@@ -203,17 +203,24 @@ def conv3x3(x, kernel):
     return jax.ffi.ffi_call(TARGET, out, vmap_method="expand_dims")(x, kernel)
 
 
-def winograd_conv3x3(x, kernel):
+def winograd_conv3x3(x, kernel, flipped: bool = False):
     """A 3x3, stride 1, SAME convolution of float32 NHWC images ``(..., H, W, C)`` with a
     float32 HWIO kernel ``(3, 3, C, O)`` by oneDNN's Winograd kernel (:func:`load` first,
     and ``Kernels.winograd`` set). The kernel's transform is kept per kernel content, so a
     run's evaluations transform each layer's weights once. No derivative of its own:
-    :func:`jstyle.vgg.winograd_conv3x3` differentiates it with the same call."""
+    :func:`jstyle.vgg.winograd_conv3x3` differentiates it with the same call.
+
+    ``flipped``: ``kernel`` is ``(3, 3, O, C)`` and the convolution is with its flipped,
+    transposed self, ``flip(kernel, (0, 1)).swapaxes(2, 3)`` (the input gradient of the
+    convolution with ``kernel``), made in the kernel's library once per kept transform
+    rather than by XLA at every call."""
     import jax
     import jax.numpy as jnp
 
-    out = jax.ShapeDtypeStruct((*x.shape[:-1], kernel.shape[-1]), jnp.float32)
-    return jax.ffi.ffi_call(WINOGRAD_TARGET, out, vmap_method="expand_dims")(x, kernel)
+    out = jax.ShapeDtypeStruct((*x.shape[:-1], kernel.shape[-2 if flipped else -1]),
+                               jnp.float32)
+    return jax.ffi.ffi_call(WINOGRAD_TARGET, out, vmap_method="expand_dims")(
+        x, kernel, flipped=bool(flipped))
 
 
 @functools.cache

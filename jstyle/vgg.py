@@ -17,6 +17,7 @@ memory of the paper's objective does not drop (:mod:`jstyle.memory`).
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from collections.abc import Sequence
 
@@ -45,17 +46,23 @@ def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return _xla_conv(x, kernel)
 
 
-def _winograd(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    c, o = kernel.shape[-2:]
-    if min(c, o) < onednn.MIN_WINOGRAD_CHANNELS:  # the RGB layer: the direct form is faster
-        return _xla_conv(x, kernel)
-    return onednn.winograd_conv3x3(x, kernel)
+def _flipped(kernel: jax.Array) -> jax.Array:
+    """The input gradient's kernel: flipped in space, HWIO -> HWOI, read as HWIO."""
+    return jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+
+
+def _winograd(x: jax.Array, kernel: jax.Array, flipped: bool = False) -> jax.Array:
+    if min(kernel.shape[-2:]) < onednn.MIN_WINOGRAD_CHANNELS:  # the RGB layer: the direct
+        return _xla_conv(x, _flipped(kernel) if flipped else kernel)  # form is faster
+    return onednn.winograd_conv3x3(x, kernel, flipped)
 
 
 def _transposing(conv, doc: str):
-    """``conv`` (x, HWIO kernel) -> y as a differentiable 3x3 convolution whose input
-    gradient is ``conv`` itself with the flipped, transposed kernel; the kernel's
+    """``conv`` (x, HWIO kernel[, flipped]) -> y as a differentiable 3x3 convolution whose
+    input gradient is ``conv`` with the flipped, transposed kernel (``conv(g, kernel,
+    True)`` where ``conv`` takes ``flipped``, else of the kernel flipped here); the kernel's
     gradient, when asked for, is XLA's."""
+    flips = "flipped" in inspect.signature(conv).parameters
 
     def primal(x: jax.Array, kernel: jax.Array) -> jax.Array:
         return conv(x, kernel)
@@ -72,8 +79,7 @@ def _transposing(conv, doc: str):
 
     def backward(residuals, g):
         x, kernel = residuals
-        flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)  # HWIO -> HWOI, read as HWIO
-        dx = conv(g, flipped)
+        dx = conv(g, kernel, True) if flips else conv(g, _flipped(kernel))
         # The kernel's gradient, only when the kernel is differentiated: never computed for
         # an image's gradient, even under vmap, which would otherwise batch it per image.
         dkernel = None if x is None else jax.vjp(lambda k: _xla_conv(x, k), kernel)[1](g)[0]

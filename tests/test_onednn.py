@@ -138,6 +138,28 @@ def test_winograd_keeps_each_kernel_apart(winograd, rng):
     np.testing.assert_array_equal(conv(x, kernels[2] + 0.0), first[2])
 
 
+@pytest.mark.parametrize("c, o", [(64, 32), (32, 32)])
+def test_winograd_flipped_is_the_convolution_with_the_flipped_transposed_kernel(
+        winograd, rng, c, o):
+    """``flipped``: the input gradient's kernel made in the library, the same numbers as
+    XLA's flip and transpose to the last bit, and its transform kept apart from the
+    kernel's own (a square kernel is both, read two ways)."""
+    kernel = jnp.asarray(rng.standard_normal((3, 3, c, o)) * 0.1, jnp.float32)
+    g = jnp.asarray(rng.standard_normal((2, 10, 12, o)), jnp.float32)
+    turned = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+    conv = jax.jit(onednn.winograd_conv3x3, static_argnums=2)
+    explicit = conv(g, turned, False)
+    got = conv(g, kernel, True)
+    assert got.shape == (2, 10, 12, c)
+    np.testing.assert_array_equal(got, explicit)
+    _close(got, _reference(g, turned), 2e-5)
+    if c == o:  # the same bytes unflipped are another kernel
+        _close(conv(g, kernel, False), _reference(g, kernel), 2e-5)
+        np.testing.assert_array_equal(conv(g, kernel, True), explicit)
+    batched = jax.vmap(lambda g: onednn.winograd_conv3x3(g, kernel, True))(g[:, None])
+    np.testing.assert_array_equal(batched[:, 0], explicit)
+
+
 def test_winograd_network_convolution_and_its_gradient(winograd, rng):
     x, kernel = _float32(rng, (1, 16, 20, 32), 64)
     g = jnp.asarray(rng.standard_normal((1, 16, 20, 64)), jnp.float32)

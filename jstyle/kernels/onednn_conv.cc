@@ -41,9 +41,10 @@ struct Conv {
 };
 
 // (N, H, W, C, O) of a call: x (..., H, W, C) with its leading axes as N, and the kernel
-// (3, 3, C, O), with leading axes of size 1 where vmap's expand_dims added them.
+// (3, 3, C, O), with leading axes of size 1 where vmap's expand_dims added them; `flipped`:
+// the kernel is (3, 3, O, C), to be applied flipped and transposed (an input gradient).
 template <typename Dims>
-ffi::Error ShapeOf(const Dims& xd, const Dims& kd, Shape& shape) {
+ffi::Error ShapeOf(const Dims& xd, const Dims& kd, Shape& shape, bool flipped = false) {
   if (xd.size() < 3 || kd.size() < 4) {
     return ffi::Error::InvalidArgument("conv3x3: x must be (..., H, W, C), kernel (3, 3, C, O)");
   }
@@ -54,10 +55,11 @@ ffi::Error ShapeOf(const Dims& xd, const Dims& kd, Shape& shape) {
   for (size_t i = 0; i + 4 < kr; ++i) {
     if (kd[i] != 1) return ffi::Error::InvalidArgument("conv3x3: one kernel per call");
   }
-  if (kd[kr - 4] != 3 || kd[kr - 3] != 3 || kd[kr - 2] != c) {
-    return ffi::Error::InvalidArgument("conv3x3: the kernel must be (3, 3, C, O)");
+  if (kd[kr - 4] != 3 || kd[kr - 3] != 3 || kd[flipped ? kr - 1 : kr - 2] != c) {
+    return ffi::Error::InvalidArgument(flipped ? "conv3x3: the kernel must be (3, 3, O, C)"
+                                               : "conv3x3: the kernel must be (3, 3, C, O)");
   }
-  shape = {n, h, w, c, kd[kr - 1]};
+  shape = {n, h, w, c, kd[flipped ? kr - 2 : kr - 1]};
   return ffi::Error::Success();
 }
 
@@ -176,14 +178,34 @@ struct Winograd {
 // Transformed kernels, kept across calls and shapes, the most recently used first: a run
 // transforms each layer's kernel (and its input gradient's) once, not at every evaluation
 // (the transform of a 512x512 kernel takes 40 ms, its convolution at 64x48 px 18 ms).
-// Found by the kernel's bytes, compared whole (a millisecond for the largest), and the
-// layout the primitive wants (it depends on the image's size). Past kKeptBytes the least
-// recently used go: the paper's network keeps about 0.6 GB, forward and backward.
+// Found by the kernel's bytes, compared whole (a millisecond for the largest), whether it
+// is applied flipped, and the layout the primitive wants (it depends on the image's size).
+// Past kKeptBytes the least recently used go: the paper's network keeps about 0.6 GB,
+// forward and backward.
 struct Kept {
   dnnl::memory::desc layout;
+  bool flipped;
   std::vector<char> kernel;  // the HWIO kernel as it came
   dnnl::memory transformed;
 };
+
+// The input gradient's kernel of an HWIO kernel (3, 3, o, c): flipped in space, its input
+// and output channels swapped, as HWIO (3, 3, c, o). Made once per kept transform, here,
+// rather than by XLA at every evaluation (3.7 ms for a 512x512 kernel, a fifth of a 128 px
+// evaluation's time in all).
+std::vector<float> FlippedTransposed(const float* kernel, int64_t c, int64_t o) {
+  std::vector<float> out(static_cast<size_t>(9 * c * o));
+  for (int64_t h = 0; h < 3; ++h) {
+    for (int64_t w = 0; w < 3; ++w) {
+      const float* from = kernel + ((2 - h) * 3 + (2 - w)) * o * c;  // [o][c] at (2-h, 2-w)
+      float* to = out.data() + (h * 3 + w) * c * o;                    // [c][o] at (h, w)
+      for (int64_t i = 0; i < o; ++i) {
+        for (int64_t j = 0; j < c; ++j) to[j * o + i] = from[i * c + j];
+      }
+    }
+  }
+  return out;
+}
 constexpr size_t kKeptBytes = size_t{1} << 30;
 
 dnnl::convolution_forward::primitive_desc WinogradDesc(const Shape& shape) {
@@ -226,15 +248,16 @@ std::shared_ptr<Winograd> WinogradFor(const Shape& shape) {
   return conv;
 }
 
-// The transformed kernel of `kernel` (bytes) for `conv`, transformed now unless kept;
-// Turn() held.
+// The transformed kernel of `kernel` (bytes; `flipped`: the HWIO kernel whose flipped,
+// transposed self `conv` applies) for `conv`, transformed now unless kept; Turn() held.
 const dnnl::memory& TransformedWeights(Winograd& conv, const void* kernel, size_t bytes,
+                                       bool flipped, const Shape& shape,
                                        const dnnl::memory::desc& user, dnnl::stream& stream) {
   static std::list<Kept> kept;
   static size_t kept_bytes = 0;
   const auto layout = conv.pd.weights_desc();
   for (auto it = kept.begin(); it != kept.end(); ++it) {
-    if (it->layout == layout && it->kernel.size() == bytes &&
+    if (it->layout == layout && it->flipped == flipped && it->kernel.size() == bytes &&
         std::memcmp(it->kernel.data(), kernel, bytes) == 0) {
       kept.splice(kept.begin(), kept, it);
       return kept.front().transformed;
@@ -245,10 +268,17 @@ const dnnl::memory& TransformedWeights(Winograd& conv, const void* kernel, size_
     kept_bytes -= kept.back().kernel.size() + kept.back().layout.get_size();
     kept.pop_back();
   }
-  Kept entry{layout, std::vector<char>(static_cast<const char*>(kernel),
-                                       static_cast<const char*>(kernel) + bytes),
+  Kept entry{layout, flipped,
+             std::vector<char>(static_cast<const char*>(kernel),
+                               static_cast<const char*>(kernel) + bytes),
              dnnl::memory(layout, Engine())};
-  dnnl::memory source(user, Engine(), entry.kernel.data());
+  std::vector<float> turned;
+  if (flipped) {
+    auto [n, h, w, c, o] = shape;
+    turned = FlippedTransposed(reinterpret_cast<const float*>(entry.kernel.data()), c, o);
+  }
+  dnnl::memory source(user, Engine(), flipped ? static_cast<void*>(turned.data())
+                                              : static_cast<void*>(entry.kernel.data()));
   conv.weights_in.execute(stream, source, entry.transformed);
   stream.wait();
   kept.push_front(std::move(entry));
@@ -257,9 +287,10 @@ const dnnl::memory& TransformedWeights(Winograd& conv, const void* kernel, size_
 }
 
 ffi::Error Conv3x3F32Impl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel,
-                          ffi::ResultBuffer<ffi::F32> y) {
+                          ffi::ResultBuffer<ffi::F32> y, bool flipped) {
   Shape shape;
-  if (auto error = ShapeOf(x.dimensions(), kernel.dimensions(), shape); error.failure()) {
+  if (auto error = ShapeOf(x.dimensions(), kernel.dimensions(), shape, flipped);
+      error.failure()) {
     return error;
   }
   auto [n, h, w, c, o] = shape;
@@ -272,8 +303,8 @@ ffi::Error Conv3x3F32Impl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel,
     const auto f32 = dnnl::memory::data_type::f32;
     dnnl::memory::desc user_weights({o, c, 3, 3}, f32, tag::hwio);
     const dnnl::memory& weights = TransformedWeights(
-        *conv, kernel.untyped_data(), static_cast<size_t>(9 * c * o) * sizeof(float),
-        user_weights, stream);
+        *conv, kernel.untyped_data(), static_cast<size_t>(9 * c * o) * sizeof(float), flipped,
+        shape, user_weights, stream);
     dnnl::memory src({{n, c, h, w}, f32, tag::nhwc}, engine, x.untyped_data());
     dnnl::memory dst({{n, o, h, w}, f32, tag::nhwc}, engine, y->untyped_data());
     dnnl::memory blocked_src(conv->pd.src_desc(), engine,
@@ -316,7 +347,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JstyleConv3x3F32Winograd, Conv3x3F32Impl,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<bool>("flipped"));
 
 // The float32 Winograd implementation oneDNN has on this CPU ("jit_wino_4x3:avx512_core"),
 // or "error: ..." where it has none (a CPU without AVX-512).
