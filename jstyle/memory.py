@@ -38,7 +38,6 @@ import bisect
 import os
 from typing import Any
 
-from jstyle import tiling
 from jstyle.config import Config
 from jstyle.errors import JStyleError
 from jstyle.layers import CONV_CHANNELS, channels, downsampling, layer_index
@@ -103,6 +102,8 @@ def estimate_bytes(height: int, width: int, config: Config, tile: int | None = N
     if tile is None:
         tile = tile_size(height, width, config)
     layers = _layers(config)
+    from jstyle import tiling  # imported here: it imports JAX, which a size check needs not
+
     crop = tiling.crop_shape(height, width, tile, layers) if tile else None
     net_h, net_w = (height, width) if crop is None else crop
     deepest = max(layer_index(n) for n in layers)
@@ -152,6 +153,8 @@ def _auto_tile(height: int, width: int, config: Config) -> int:
     have = available_bytes()
     if have is None or estimate_bytes(height, width, config, 0) <= WHOLE_BUDGET * have:
         return 0
+    from jstyle import tiling
+
     g = tiling.grid(_layers(config))
     candidates = range(-(-MIN_TILE // g) * g, max(height, width) // g * g + 1, g)
     for budget in (TILE_BUDGET * have, have):  # within the budget if it can, else all of it
@@ -167,6 +170,8 @@ def tiling_record(height: int, width: int, config: Config) -> dict[str, Any]:
     """The sidecar's account of the tiles of the full-size image: the ``tile_size`` asked
     for, the one used, the tiles, their crops' shape and the halo (all in pixels)."""
     tile = tile_size(height, width, config)
+    from jstyle import tiling
+
     plan = tiling.plan(height, width, tile, _layers(config)) if tile else None
     return {"tile_size": config.tile_size, "used": tile if plan is not None else 0,
             "tiles": 1 if plan is None else plan.count,

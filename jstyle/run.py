@@ -166,7 +166,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _run_config(config: Config, args: argparse.Namespace) -> int:
     from jstyle import xla_cpu
-    from jstyle.sharding import initialize_distributed
+    from jstyle.distributed import initialize_distributed
 
     xla_cpu.apply()  # XLA reads its flags when JAX starts: first of all
     initialize_distributed()  # several hosts: before anything else touches JAX

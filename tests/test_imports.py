@@ -16,7 +16,7 @@ PACKAGE = ROOT / "jstyle"
 #: runs them; everything that knows of configs, files and terminals.
 CORE = ("layers", "vgg", "onednn", "losses", "style_losses", "objective", "optimize",
         "preprocessing", "metrics", "options", "errors", "tiling")
-ENGINE = ("engine", "transfer", "sharding", "programs")
+ENGINE = ("engine", "transfer", "sharding", "distributed", "programs")
 SHELL = ("config", "inputs", "images", "outputs", "progress", "run", "figures", "api",
          "pipeline", "report", "default_images", "memory", "cache", "fileio", "color", "terminal",
          "bench", "weights", "xla_cpu", "precision", "web", "studio")
