@@ -1,5 +1,5 @@
-"""jstyle's user cache folder: converted weights, JAX's persistent compilation cache and
-jstyle's compiled programs."""
+"""jstyle's user cache folder: converted weights, JAX's persistent compilation cache,
+jstyle's compiled programs and its built kernels."""
 
 from __future__ import annotations
 
@@ -21,6 +21,11 @@ def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/jstyle`` (``XDG_CACHE_HOME`` defaults to ``~/.cache``)."""
     root = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
     return expand_user(root) / "jstyle"
+
+
+def kernels_dir() -> Path:
+    """Where jstyle's C++ kernels are built (:mod:`jstyle.onednn`)."""
+    return cache_dir() / "kernels"
 
 
 def enable_compilation_cache() -> Path | None:

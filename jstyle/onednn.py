@@ -49,7 +49,8 @@ from pathlib import Path
 
 __all__ = ["Kernels", "NoKernelError", "SOURCES", "TARGET", "WINOGRAD_TARGET", "SORT_TARGET",
            "UNSORT_TARGET", "MATCH_TARGET", "library_path", "build", "load", "loaded",
-           "conv3x3", "winograd_conv3x3", "sort_columns", "match_rows", "MIN_WINOGRAD_CHANNELS"]
+           "conv3x3", "winograd_conv3x3", "sort_columns", "match_rows", "MIN_WINOGRAD_CHANNELS",
+           "winograd_jobs", "prepare_winograd", "transforms_made"]
 
 #: The C++ sources of the custom calls, shipped in the package: one library.
 SOURCES = tuple(Path(__file__).with_name("kernels") / name
@@ -179,6 +180,82 @@ def load(cache_dir: Path) -> Kernels:
         return _register(str(path))
     except OSError as e:  # the library loads but libdnnl does not (removed since)
         raise RuntimeError(f"the oneDNN kernel does not load: {e}") from None
+
+
+def winograd_jobs(params, height: int, width: int, deepest: str, batch: int = 1) -> list:
+    """The kernel transforms the Winograd network makes on its first evaluation of an
+    image ``height`` x ``width`` (``batch`` at once) up to the response ``deepest``: for
+    each convolution with at least :data:`MIN_WINOGRAD_CHANNELS` channels on both sides, its
+    shape ``(N, H, W, C, O)`` at that depth, its HWIO kernel from ``params`` and False
+    (forward); then, in the same order, the input gradients' (``(N, H, W, O, C)``, the same
+    kernel, True): the order a run needs them in (its targets are forward passes).
+    Each pooling halves the size, rounding down (VGG-19's 2x2 ``VALID`` windows)."""
+    import numpy as np
+
+    from jstyle.layers import CONV_CHANNELS, layer_index
+
+    jobs = []
+    for layer, (c, o) in CONV_CHANNELS.items():
+        if layer_index(layer) > layer_index(deepest):
+            break
+        if min(c, o) < MIN_WINOGRAD_CHANNELS:
+            continue
+        scale = 2 ** (int(layer[4]) - 1)
+        h, w = height // scale, width // scale
+        kernel = np.ascontiguousarray(params[layer]["kernel"], np.float32)
+        jobs.append(((batch, h, w, c, o), kernel, False))
+    return jobs + [((n, h, w, o, c), kernel, True) for (n, h, w, c, o), kernel, _ in jobs]
+
+
+def _library(cache_dir: Path):
+    """The built library with its Winograd kernel, loaded (not registered: no JAX needed),
+    or None where it is not built yet or the CPU has no such kernel."""
+    compiler = _compiler()
+    if compiler is None:
+        return None
+    path = library_path(cache_dir, compiler)
+    if not path.is_file():
+        return None
+    try:
+        library = ctypes.CDLL(str(path))  # the same handle :func:`load` gets: one cache
+    except OSError:
+        return None
+    describe = library.JstyleConv3x3WinogradImpl
+    describe.restype = ctypes.c_char_p
+    return None if describe().decode().startswith("error") else library
+
+
+def prepare_winograd(cache_dir: Path, jobs: list, cancel=None) -> int:
+    """Transform and keep the kernels of ``jobs`` (:func:`winograd_jobs`) in the library
+    :func:`load` finds in ``cache_dir``, as the convolutions' first calls would: a run
+    starts this on a thread of its own while the process is still starting (the kernel
+    transforms are a third of a warm start's first evaluation), and its first evaluation
+    then finds them kept. It needs no JAX; where the library is not built yet, or the CPU
+    has no Winograd kernel, it does nothing. ``cancel``: a ``threading.Event`` that stops
+    it between two kernels. Returns how many it transformed."""
+    library = _library(cache_dir)
+    if library is None:
+        return 0
+    prepare = library.JstylePrepareWinograd
+    prepare.restype = ctypes.c_int
+    prepare.argtypes = [ctypes.c_int64] * 5 + [ctypes.c_void_p, ctypes.c_int]
+    before = transforms_made(cache_dir)
+    for shape, kernel, flipped in jobs:
+        if cancel is not None and cancel.is_set():
+            break
+        prepare(*shape, kernel.ctypes.data, int(flipped))
+    return transforms_made(cache_dir) - before
+
+
+def transforms_made(cache_dir: Path) -> int:
+    """How many kernels the library in ``cache_dir`` has transformed in this process
+    (-1 where it is not loaded and built)."""
+    library = _library(cache_dir)
+    if library is None:
+        return -1
+    count = library.JstyleWinogradTransforms
+    count.restype = ctypes.c_int64
+    return int(count())
 
 
 def loaded() -> bool:

@@ -147,6 +147,72 @@ def _weights(path: str, modified: float):
     return load_weights(path)
 
 
+class Preparation(NamedTuple):
+    """The kernels' preparation running beside a run's start (:func:`prepare_kernels`)."""
+
+    thread: Any  # threading.Thread
+    cancel: Any  # threading.Event
+
+    def finish(self) -> None:
+        """Stop it after the kernel in hand (its transforms are kept all the same) and wait."""
+        self.cancel.set()
+        self.thread.join()
+
+
+def _existing_weights(value: str | None):
+    """The weights file a config's ``weights`` names, if it is there already (None where
+    the run will provision it: nothing to prepare from)."""
+    from pathlib import Path
+
+    from jstyle.fileio import expand_user
+    from jstyle.options import BASE_VARIANT, VARIANTS
+    from jstyle.weights import variant_path
+
+    path = variant_path(value or BASE_VARIANT) if value is None or value in VARIANTS \
+        else expand_user(value)
+    return path if Path(path).is_file() else None
+
+
+def prepare_kernels(config: Config, height: int, width: int,
+                    phase: int = 0) -> Preparation | None:
+    """Start transforming the Winograd kernels that phase ``phase`` of a run on a
+    ``height`` x ``width`` photo will use, on a thread of its own
+    (:func:`jstyle.onednn.prepare_winograd`), while the process goes on starting: the
+    transforms are 0.6 s of a warm 256 px start on 2 cores, and the start's first half
+    second is one core importing JAX. The run's first evaluation then finds them kept
+    (a kernel is found by its bytes: a transform prepared for anything else is never
+    used). None where the run will not use them: another precision, no Winograd, sharding,
+    tiles asked for, style images larger than the photo, or weights not made yet."""
+    import threading
+
+    if config.precision != "float32" or not config.winograd or config.sharding != "none" \
+            or config.tile_size not in (0, TILE_AUTO) or config.style_scale > 1:
+        return None
+    path = _existing_weights(config.weights)
+    stages = phases(config, height, width)
+    if path is None or not 0 <= phase < len(stages):
+        return None
+    stage = stages[phase]
+    cancel = threading.Event()
+
+    def work() -> None:
+        from jstyle import onednn
+        from jstyle.cache import kernels_dir
+        from jstyle.layers import deepest
+
+        try:
+            weights = _weights(str(path), path.stat().st_mtime)
+            layers = deepest(n for n, _ in config.content_layers + config.style_layers)
+            jobs = onednn.winograd_jobs(weights.params, stage.height, stage.width, layers)
+            onednn.prepare_winograd(kernels_dir(), jobs, cancel)
+        except Exception:  # noqa: BLE001 - the run reports its own errors, and transforms
+            pass  # whatever was not prepared on its first evaluation
+
+    thread = threading.Thread(target=work, name="jstyle-kernels", daemon=True)
+    thread.start()
+    return Preparation(thread, cancel)
+
+
 def load_cached_weights(path: str | None, log=print):
     """The weights a config names -- a file, or a variant name such as ``vgg19-normalized``
     (provisioned on first use) -- loaded once per file version."""

@@ -62,10 +62,10 @@ def resolve(requested: str, sharding: str = "none", winograd: bool = True) -> Re
         return Resolution(requested, "float32", "xla",
                           "oneDNN's convolution cannot be split over devices by rows")
     from jstyle import onednn
-    from jstyle.cache import cache_dir
+    from jstyle.cache import kernels_dir
 
     try:
-        kernels = onednn.load(cache_dir() / "kernels")
+        kernels = onednn.load(kernels_dir())
     except RuntimeError as e:
         return Resolution(requested, "float32", "xla", str(e))
     if not kernels.native:
@@ -82,14 +82,14 @@ def _float32(sharding: str, winograd: bool) -> Resolution:
     if sharding == "spatial" or jax.default_backend() != "cpu":
         return xla
     from jstyle import onednn
-    from jstyle.cache import cache_dir
+    from jstyle.cache import kernels_dir
 
     # Loaded for every run on one CPU, winograd or not, so that the style losses' sorts
     # (onednn.match_rows, onednn.sort_columns) are the same in every process that runs a
     # config: a kept program (jstyle.programs) is found by the config, not by what a
     # process loaded.
     try:
-        kernels = onednn.load(cache_dir() / "kernels")
+        kernels = onednn.load(kernels_dir())
     except RuntimeError:  # no compiler, no libdnnl, or an AVX2 CPU: XLA's, as ever
         return xla
     if not winograd or kernels.winograd is None:

@@ -231,14 +231,33 @@ def _run_one(config: Config, args: argparse.Namespace, resume: bool) -> int:
     saved, previous = outputs.read_resume(output, config.to_dict()) if resume else (None, {})
 
     # Inputs before anything heavy: a bad path fails in a second, not after compiling.
+    from jstyle import pipeline
     from jstyle.inputs import load_inputs
-    from jstyle.memory import check_memory
+    from jstyle.memory import check_memory, tile_size
 
     estimates = []  # the memory check's estimate, made before anything is resized
-    inputs = load_inputs(config, check=lambda h, w: estimates.append(check_memory(h, w, config)))
-    height, width = inputs.content.shape[:2]
-    from jstyle import pipeline
+    preparing = []  # the kernels' preparation, started as soon as the size is known
 
+    def check(h: int, w: int) -> None:
+        preparing.append(pipeline.prepare_kernels(config, h, w, saved.phase if saved else 0))
+        estimates.append(check_memory(h, w, config))  # (this imports JAX: the overlap)
+        if preparing[0] is not None and tile_size(h, w, config):
+            preparing[0].finish()  # tiles: the network runs on crops of other shapes
+
+    try:
+        return _run_prepared(config, args, output, saved, previous, started,
+                             load_inputs(config, check=check), estimates)
+    finally:
+        if preparing and preparing[0] is not None:
+            preparing[0].finish()
+
+
+def _run_prepared(config: Config, args: argparse.Namespace, output: Path, saved,
+                  previous: dict, started: float, inputs, estimates: list) -> int:
+    """:func:`_run_one` once its inputs are read."""
+    from jstyle import outputs, pipeline
+
+    height, width = inputs.content.shape[:2]
     plan = pipeline.phases(config, height, width)
     if saved is not None:
         phase = plan[saved.phase] if 0 <= saved.phase < len(plan) else None

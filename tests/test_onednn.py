@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from jstyle import onednn
-from jstyle.cache import cache_dir
+from jstyle.cache import kernels_dir
 from jstyle.vgg import conv3x3, winograd_conv3x3
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
@@ -28,7 +28,7 @@ def kernels() -> onednn.Kernels:
     if not Path("/usr/include/dnnl.hpp").is_file():
         pytest.skip("oneDNN's headers are not installed (apt-get install libdnnl-dev)")
     try:
-        return onednn.load(cache_dir() / "kernels")
+        return onednn.load(kernels_dir())
     except onednn.NoKernelError as e:  # built and loaded; this CPU (AVX2 only) has no kernel
         pytest.skip(str(e))
 
@@ -158,6 +158,38 @@ def test_winograd_flipped_is_the_convolution_with_the_flipped_transposed_kernel(
         np.testing.assert_array_equal(conv(g, kernel, True), explicit)
     batched = jax.vmap(lambda g: onednn.winograd_conv3x3(g, kernel, True))(g[:, None])
     np.testing.assert_array_equal(batched[:, 0], explicit)
+
+
+def test_prepared_kernels_are_the_ones_a_first_evaluation_uses(winograd, random_params):
+    """:func:`winograd_jobs` names every transform the network's targets and first
+    gradient make, so that after :func:`prepare_winograd` they make none; a second
+    preparation finds them all kept, and a cancelled one stops before its first."""
+    import threading
+
+    from jstyle.objective import Objective, compute_targets, total_objective
+    from jstyle.preprocessing import CAFFE
+
+    # kernels nudged off the fixture's: nothing an earlier test transformed is kept
+    params = jax.tree.map(lambda a: np.asarray(a, np.float32) * np.float32(1.001),
+                          random_params)
+    objective = Objective(content_layers=(("relu4_2", 1.0),),
+                          style_layers=tuple((f"relu{b}_1", 0.2) for b in range(1, 6)),
+                          content_weight=1.0, style_weight=1e3, tv_weight=0.0,
+                          pooling="avg", preprocessing=CAFFE, convolutions="winograd")
+    h, w = 40, 56  # not a multiple of 16: the poolings round down
+    jobs = onednn.winograd_jobs(params, h, w, "relu5_1")
+    assert len(jobs) == 2 * 12 and [j[2] for j in jobs] == [False] * 12 + [True] * 12
+    stopped = threading.Event()
+    stopped.set()
+    assert onednn.prepare_winograd(kernels_dir(), jobs, stopped) == 0
+    assert onednn.prepare_winograd(kernels_dir(), jobs) == 24
+    assert onednn.prepare_winograd(kernels_dir(), jobs) == 0
+    rng = np.random.default_rng(0)
+    content, style, x = (rng.random((h, w, 3), np.float32) for _ in range(3))
+    before = onednn.transforms_made(kernels_dir())
+    targets = compute_targets(params, content, [style], objective)
+    jax.block_until_ready(jax.grad(total_objective)(jnp.asarray(x), params, targets, objective))
+    assert onednn.transforms_made(kernels_dir()) == before
 
 
 def test_winograd_network_convolution_and_its_gradient(winograd, rng):

@@ -97,3 +97,30 @@ def test_coarse_to_fine_stages(random_params, rng):
     # alpha scaled by the ratio of pixels, so each stage strikes the full size's balance
     assert stages[0]["content_weight"] == pytest.approx(4.0)
     assert stages[1]["content_weight"] == pytest.approx((48 * 64) / (36 * 48))
+
+
+@pytest.mark.parametrize("override", [{"precision": "bfloat16"}, {"winograd": False},
+                                      {"sharding": "spatial"}, {"tile_size": 256},
+                                      {"style_scale": 2.0}, {"weights": "missing.h5"}])
+def test_no_kernels_are_prepared_for_a_run_that_would_not_use_them(override, tmp_path,
+                                                                   monkeypatch):
+    from jstyle.pipeline import prepare_kernels
+
+    monkeypatch.chdir(tmp_path)
+    assert prepare_kernels(resolve({"size": 64, **override}), 48, 64) is None
+
+
+def test_kernels_are_prepared_beside_the_start_of_a_run(real_weights, monkeypatch):
+    """With the weights there, the preparation runs on a thread of its own and finishes;
+    a resumed phase past the last is none (the run refuses it by itself)."""
+    from jstyle import onednn
+    from jstyle.pipeline import prepare_kernels
+
+    started = []
+    monkeypatch.setattr(onednn, "prepare_winograd",
+                        lambda folder, jobs, cancel: started.append(len(jobs)))
+    config = resolve({"size": 64, "weights": str(real_weights.path)})
+    preparation = prepare_kernels(config, 48, 64)
+    preparation.finish()
+    assert started == [24] and not preparation.thread.is_alive()
+    assert prepare_kernels(config, 48, 64, phase=5) is None

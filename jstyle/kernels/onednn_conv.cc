@@ -16,6 +16,7 @@
 
 #include <dnnl.hpp>
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <list>
@@ -208,6 +209,9 @@ std::vector<float> FlippedTransposed(const float* kernel, int64_t c, int64_t o) 
 }
 constexpr size_t kKeptBytes = size_t{1} << 30;
 
+// Kernels transformed since the library was loaded (JstyleWinogradTransforms).
+std::atomic<int64_t> transforms{0};
+
 dnnl::convolution_forward::primitive_desc WinogradDesc(const Shape& shape) {
   auto [n, h, w, c, o] = shape;
   using tag = dnnl::memory::format_tag;
@@ -281,6 +285,7 @@ const dnnl::memory& TransformedWeights(Winograd& conv, const void* kernel, size_
                                               : static_cast<void*>(entry.kernel.data()));
   conv.weights_in.execute(stream, source, entry.transformed);
   stream.wait();
+  ++transforms;
   kept.push_front(std::move(entry));
   kept_bytes += size;
   return kept.front().transformed;
@@ -361,3 +366,28 @@ extern "C" const char* JstyleConv3x3WinogradImpl() {
   }
   return info.c_str();
 }
+
+// Transforms the kernel of a Winograd convolution of shape (n, h, w, c, o) -- `kernel`
+// (3, 3, c, o), or with `flipped` the (3, 3, o, c) kernel applied flipped and transposed --
+// and keeps it, as the convolution's first call would: jstyle.onednn.prepare_winograd
+// calls it ahead of a run, on a thread of its own, so that the run's first evaluation finds
+// its kernels transformed. 0, or -1 where oneDNN failed (the call then transforms itself).
+extern "C" int JstylePrepareWinograd(int64_t n, int64_t h, int64_t w, int64_t c, int64_t o,
+                                     const float* kernel, int flipped) {
+  try {
+    auto conv = WinogradFor({n, h, w, c, o});
+    std::lock_guard<std::mutex> turn(Turn());
+    dnnl::stream stream(Engine());
+    dnnl::memory::desc user_weights({o, c, 3, 3}, dnnl::memory::data_type::f32,
+                                    dnnl::memory::format_tag::hwio);
+    TransformedWeights(*conv, kernel, static_cast<size_t>(9 * c * o) * sizeof(float),
+                       flipped != 0, {n, h, w, c, o}, user_weights, stream);
+  } catch (const dnnl::error&) {
+    return -1;
+  }
+  return 0;
+}
+
+// How many kernels the library has transformed so far (kept transforms found again do not
+// count): what tells a prepared run from one that transformed on its first evaluation.
+extern "C" int64_t JstyleWinogradTransforms() { return transforms.load(); }
