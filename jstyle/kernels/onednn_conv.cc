@@ -16,6 +16,7 @@
 
 #include <dnnl.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -195,13 +196,18 @@ struct Kept {
 // rather than by XLA at every evaluation (3.7 ms for a 512x512 kernel, a fifth of a 128 px
 // evaluation's time in all).
 std::vector<float> FlippedTransposed(const float* kernel, int64_t c, int64_t o) {
+  constexpr int64_t kBlock = 32;  // transposed in 32x32 blocks: both sides stay in cache
   std::vector<float> out(static_cast<size_t>(9 * c * o));
   for (int64_t h = 0; h < 3; ++h) {
     for (int64_t w = 0; w < 3; ++w) {
       const float* from = kernel + ((2 - h) * 3 + (2 - w)) * o * c;  // [o][c] at (2-h, 2-w)
       float* to = out.data() + (h * 3 + w) * c * o;                    // [c][o] at (h, w)
-      for (int64_t i = 0; i < o; ++i) {
-        for (int64_t j = 0; j < c; ++j) to[j * o + i] = from[i * c + j];
+      for (int64_t i0 = 0; i0 < o; i0 += kBlock) {
+        for (int64_t j0 = 0; j0 < c; j0 += kBlock) {
+          for (int64_t i = i0; i < std::min(o, i0 + kBlock); ++i) {
+            for (int64_t j = j0; j < std::min(c, j0 + kBlock); ++j) to[j * o + i] = from[i * c + j];
+          }
+        }
       }
     }
   }
