@@ -339,7 +339,8 @@ def test_provision_normalized_real(cache: Path, real_weights) -> None:
     stamp = path.stat().st_mtime_ns
     assert provision.resolve_weights("vgg19-normalized", log=messages.append) == path
     assert len(messages) == 1 and path.stat().st_mtime_ns == stamp  # made once
-    assert sorted(p.name for p in cache.iterdir()) == ["vgg19-imagenet.h5", "vgg19-normalized.h5"]
+    assert sorted(p.name for p in cache.iterdir()) == sorted(  # and the verified digests
+        ["vgg19-imagenet.h5", "vgg19-normalized.h5", store.DIGESTS_FILE])
 
 
 def test_provision_again_when_base_changes(cache: Path, base_params) -> None:
