@@ -1,6 +1,6 @@
 """Joining a run of several hosts (``jax.distributed``), apart from the rest of the
 sharding (:mod:`jstyle.sharding`) so that a one-host run decides it without importing
-JAX: a run's first half second goes to that import, which the kernels' preparation
+JAX: that import is much of a run's start, which the kernels' preparation
 (:func:`jstyle.pipeline.prepare_kernels`) overlaps."""
 
 from __future__ import annotations

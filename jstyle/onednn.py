@@ -229,7 +229,7 @@ def prepare_winograd(cache_dir: Path, jobs: list, cancel=None) -> int:
     """Transform and keep the kernels of ``jobs`` (:func:`winograd_jobs`) in the library
     :func:`load` finds in ``cache_dir``, as the convolutions' first calls would: a run
     starts this on a thread of its own while the process is still starting (the kernel
-    transforms are a third of a warm start's first evaluation), and its first evaluation
+    transforms are much of a warm start's first evaluation), and its first evaluation
     then finds them kept. It needs no JAX; where the library is not built yet, or the CPU
     has no Winograd kernel, it does nothing. ``cancel``: a ``threading.Event`` that stops
     it between two kernels. Returns how many it transformed."""

@@ -178,11 +178,12 @@ def prepare_kernels(config: Config, height: int, width: int,
     """Start transforming the Winograd kernels that phase ``phase`` of a run on a
     ``height`` x ``width`` photo will use, on a thread of its own
     (:func:`jstyle.onednn.prepare_winograd`), while the process goes on starting: the
-    transforms are 0.6 s of a warm 256 px start on 2 cores, and the start's first half
-    second is one core importing JAX. The run's first evaluation then finds them kept
-    (a kernel is found by its bytes: a transform prepared for anything else is never
-    used). None where the run will not use them: another precision, no Winograd, sharding,
-    tiles asked for, style images larger than the photo, or weights not made yet."""
+    transforms are much of a warm start's first evaluation, and importing JAX, before
+    it, keeps one core busy and leaves the others free. The run's first evaluation then
+    finds them kept (a kernel is found by its bytes: a transform prepared for anything
+    else is never used). None where the run will not use them: another precision, no
+    Winograd, sharding, tiles asked for, style images larger than the photo, or weights
+    not made yet."""
     import threading
 
     if config.precision != "float32" or not config.winograd or config.sharding != "none" \

@@ -129,8 +129,8 @@ def _scipy_capsules() -> list[str]:
     returns the names put in ``sys.modules``, for :func:`_prepare` to take out again.
 
     jaxlib's LAPACK kernels read their routines from ``scipy.linalg.cython_blas`` and
-    ``cython_lapack``; importing those by name runs ``scipy.linalg``'s ``__init__`` first
-    (0.13 s, most of it modules no run uses). The two extensions need nothing from it, so
+    ``cython_lapack``; importing those by name runs ``scipy.linalg``'s ``__init__`` first,
+    most of it modules no run uses. The two extensions need nothing from it, so
     they are loaded from their files as they are; anything unexpected leaves the ordinary
     import to happen as before."""
     import importlib.machinery

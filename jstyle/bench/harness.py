@@ -77,7 +77,7 @@ def _installed_env(bytecode: Path) -> dict[str, str]:
     """This environment as an installed jstyle starts in: Python's compiled bytecode
     written and read (in ``bytecode``, not beside the sources), whatever
     ``PYTHONDONTWRITEBYTECODE`` says here: pip compiles a package's bytecode when it
-    installs it, and compiling jstyle's sources at each start costs 0.15 s."""
+    installs it, so that no start compiles jstyle's sources."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(bytecode)
     return env

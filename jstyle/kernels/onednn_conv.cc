@@ -193,8 +193,8 @@ struct Kept {
 
 // The input gradient's kernel of an HWIO kernel (3, 3, o, c): flipped in space, its input
 // and output channels swapped, as HWIO (3, 3, c, o). Made once per kept transform, here,
-// rather than by XLA at every evaluation (3.7 ms for a 512x512 kernel, a fifth of a 128 px
-// evaluation's time in all).
+// rather than by XLA at every evaluation (its transpose of the channel axes is slow: see
+// the README's Performance).
 std::vector<float> FlippedTransposed(const float* kernel, int64_t c, int64_t o) {
   constexpr int64_t kBlock = 32;  // transposed in 32x32 blocks: both sides stay in cache
   std::vector<float> out(static_cast<size_t>(9 * c * o));

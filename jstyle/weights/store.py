@@ -314,8 +314,8 @@ def load_weights(path: str | os.PathLike[str]) -> VGGWeights:
 
     Its parameters are checked against their recorded digest, and the file's SHA-256 taken,
     once per change of the file: the digests of a file verified before and unchanged since
-    (size, times, inode) come from the cache folder (:data:`DIGESTS_FILE`), 0.13 s of each
-    run's start-up."""
+    (size, times, inode) come from the cache folder (:data:`DIGESTS_FILE`), not from
+    hashing the whole file again at every start."""
     path = Path(path)
     if not path.is_file():
         raise JStyleError(
