@@ -17,8 +17,6 @@ All lengths are fractions of the image size, so strokes look alike at 256 and 51
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 DEFAULT_CONTENT_NAME = "chelsea"
@@ -352,8 +350,8 @@ def mosaic_painting(height: int = 512, width: int = 512, seed: int = 0) -> np.nd
 def default_content_image() -> np.ndarray:
     """The default content image: scikit-image's ``chelsea`` cat, float32 RGB in [0, 1].
 
-    Read straight from scikit-image's data folder (importing scikit-image itself costs a
-    run's start-up about 0.15 s); through ``skimage.data`` where that file is not there.
+    Read straight from scikit-image's data folder (importing scikit-image itself would
+    slow every run's start-up); through ``skimage.data`` where that file is not there.
 
     Raises:
         JStyleError: if scikit-image is not installed.
@@ -383,14 +381,15 @@ def default_content_image() -> np.ndarray:
 
 def default_style_image(height: int, width: int) -> np.ndarray:
     """The default style image, :func:`swirl_painting` at ``height`` x ``width``, drawn once
-    and then kept in jstyle's cache folder (drawing it takes about 0.2 s at 256 px, a tenth
-    of a warm run's start-up), under a name that changes with this module's code (the
+    and then kept in jstyle's cache folder (drawing it is a visible part of a warm run's
+    start-up: see the README's Performance), under a name that changes with this module's code (the
     drawing, its helpers and palettes). Drawn afresh, and not kept, where that folder
     cannot be written."""
     import hashlib
     from pathlib import Path
 
     from jstyle.cache import cache_dir
+    from jstyle.fileio import atomic_path
 
     digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
     path = cache_dir() / "default-images" / f"{DEFAULT_STYLE_NAME}-{height}x{width}-{digest}.npy"
@@ -402,11 +401,8 @@ def default_style_image(height: int, width: int) -> np.ndarray:
         pass
     image = swirl_painting(height, width)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        part = path.with_suffix(f".{os.getpid()}.part")
-        with open(part, "wb") as f:
+        with atomic_path(path) as part, open(part, "wb") as f:  # whole or absent
             np.save(f, image, allow_pickle=False)
-        os.replace(part, path)  # whole or absent, for a concurrent run
     except OSError:
         pass
     return image

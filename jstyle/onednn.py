@@ -138,6 +138,14 @@ def build(cache_dir: Path) -> Path:
     return target
 
 
+def _describe(library, name: str) -> str:
+    """What one of the library's ``Jstyle...Impl`` functions says: the oneDNN
+    implementation that runs a kernel on this CPU, or ``error: ...`` where none does."""
+    describe = getattr(library, name)
+    describe.restype = ctypes.c_char_p
+    return describe().decode()
+
+
 @functools.cache
 def _register(path: str) -> Kernels:
     import jax
@@ -151,18 +159,14 @@ def _register(path: str) -> Kernels:
                                 (MATCH_TARGET, library.JstyleMatchRows)):
             jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(handler), platform="cpu")
         _SORTING[0] = True
-    describe = library.JstyleConv3x3Impl
-    describe.restype = ctypes.c_char_p
-    implementation = describe().decode()
+    implementation = _describe(library, "JstyleConv3x3Impl")
     if implementation.startswith("error"):
         # oneDNN builds no bfloat16 convolution for a CPU without AVX-512 (AVX2 only)
         raise NoKernelError(f"oneDNN has no bfloat16 convolution for this CPU "
                        f"({implementation.removeprefix('error: ')})")
     jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.JstyleConv3x3Bf16),
                                 platform="cpu")
-    describe = library.JstyleConv3x3WinogradImpl
-    describe.restype = ctypes.c_char_p
-    winograd = describe().decode()
+    winograd = _describe(library, "JstyleConv3x3WinogradImpl")
     if winograd.startswith("error"):
         winograd = None
     else:
@@ -220,9 +224,14 @@ def _library(cache_dir: Path):
         library = ctypes.CDLL(str(path))  # the same handle :func:`load` gets: one cache
     except OSError:
         return None
-    describe = library.JstyleConv3x3WinogradImpl
-    describe.restype = ctypes.c_char_p
-    return None if describe().decode().startswith("error") else library
+    return None if _describe(library, "JstyleConv3x3WinogradImpl").startswith("error") \
+        else library
+
+
+def _transforms(library) -> int:
+    count = library.JstyleWinogradTransforms
+    count.restype = ctypes.c_int64
+    return int(count())
 
 
 def prepare_winograd(cache_dir: Path, jobs: list, cancel=None) -> int:
@@ -239,23 +248,19 @@ def prepare_winograd(cache_dir: Path, jobs: list, cancel=None) -> int:
     prepare = library.JstylePrepareWinograd
     prepare.restype = ctypes.c_int
     prepare.argtypes = [ctypes.c_int64] * 5 + [ctypes.c_void_p, ctypes.c_int]
-    before = transforms_made(cache_dir)
+    before = _transforms(library)
     for shape, kernel, flipped in jobs:
         if cancel is not None and cancel.is_set():
             break
         prepare(*shape, kernel.ctypes.data, int(flipped))
-    return transforms_made(cache_dir) - before
+    return _transforms(library) - before
 
 
 def transforms_made(cache_dir: Path) -> int:
     """How many kernels the library in ``cache_dir`` has transformed in this process
     (-1 where it is not loaded and built)."""
     library = _library(cache_dir)
-    if library is None:
-        return -1
-    count = library.JstyleWinogradTransforms
-    count.restype = ctypes.c_int64
-    return int(count())
+    return -1 if library is None else _transforms(library)
 
 
 def loaded() -> bool:

@@ -17,7 +17,6 @@ memory of the paper's objective does not drop (:mod:`jstyle.memory`).
 
 from __future__ import annotations
 
-import inspect
 import itertools
 from collections.abc import Sequence
 
@@ -57,12 +56,11 @@ def _winograd(x: jax.Array, kernel: jax.Array, flipped: bool = False) -> jax.Arr
     return onednn.winograd_conv3x3(x, kernel, flipped)
 
 
-def _transposing(conv, doc: str):
-    """``conv`` (x, HWIO kernel[, flipped]) -> y as a differentiable 3x3 convolution whose
-    input gradient is ``conv`` with the flipped, transposed kernel (``conv(g, kernel,
-    True)`` where ``conv`` takes ``flipped``, else of the kernel flipped here); the kernel's
-    gradient, when asked for, is XLA's."""
-    flips = "flipped" in inspect.signature(conv).parameters
+def _transposing(conv, doc: str, flips: bool = False):
+    """``conv`` (x, HWIO kernel) -> y as a differentiable 3x3 convolution whose input
+    gradient is ``conv`` with the flipped, transposed kernel: ``conv(g, kernel, True)``
+    with ``flips`` (``conv`` flips it itself), else ``conv`` of the kernel flipped here;
+    the kernel's gradient, when asked for, is XLA's."""
 
     def primal(x: jax.Array, kernel: jax.Array) -> jax.Array:
         return conv(x, kernel)
@@ -106,7 +104,7 @@ winograd_conv3x3 = _transposing(_winograd, """:func:`conv3x3` in float32 by oneD
     Winograd kernel F(4x4, 3x3), both directions (the input gradient is the convolution
     with the flipped, transposed kernel), where :func:`jstyle.onednn.load` found one; the
     layers with fewer than :data:`jstyle.onednn.MIN_WINOGRAD_CHANNELS` channels on either
-    side stay direct (XLA). The kernel's gradient, when asked for, is XLA's.""")
+    side stay direct (XLA). The kernel's gradient, when asked for, is XLA's.""", flips=True)
 
 #: The convolutions a network may run with: XLA's (and oneDNN's bfloat16 kernel for a
 #: bfloat16 network, see :func:`conv3x3`), or float32 by Winograd through oneDNN.

@@ -19,10 +19,10 @@ And one setting of the C library's allocator (:func:`keep_freed_memory`, glibc o
 allocates a program's working buffers at every call (each chunk of optimiser steps, each
 evaluation a benchmark times) and frees them after; glibc hands the large ones back to the
 system and the next call faults them in again, page by page. Keeping them (freed memory up
-to 1 GiB stays with the process, blocks up to 32 MiB come from the heap) took one
-evaluation called alone at 128 px from 109-112 ms to 100-101 ms on the AVX512-BF16 EPYC
-(three alternating pairs), a whole run about 1% (it calls its program once a chunk);
-the process's peak memory is the same, it is only not given back between calls. Skipped
+to 1 GiB stays with the process, blocks up to 32 MiB come from the heap) saves that
+faulting (measured in the README's Performance: mostly a lone evaluation's gain, since a
+run calls its program once a chunk); the process's peak memory is the same, it is only
+not given back between calls. Skipped
 where the environment sets the allocator itself (any ``MALLOC_*_`` variable).
 """
 
