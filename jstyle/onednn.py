@@ -132,8 +132,10 @@ def build(cache_dir: Path) -> Path:
             if "dnnl.hpp" in done.stderr or "-ldnnl" in done.stderr or "ldnnl" in done.stderr:
                 raise RuntimeError("oneDNN's headers or library are missing "
                                    "(Debian/Ubuntu: apt-get install libdnnl-dev)")
-            last = done.stderr.strip().splitlines()[-1:] or ["no message"]
-            raise RuntimeError(f"the oneDNN kernel did not compile: {last[0]}")
+            lines = done.stderr.strip().splitlines() or ["no message"]
+            # the compiler's first error names the cause; its last line is often a caret
+            first = next((line for line in lines if "error" in line), lines[-1])
+            raise RuntimeError(f"the oneDNN kernel did not compile: {first.strip()}")
         os.replace(out, target)  # atomic: a concurrent build finds a whole file or none
     return target
 
@@ -229,7 +231,7 @@ def _library(cache_dir: Path):
 
 
 def _transforms(library) -> int:
-    count = library.JstyleWinogradTransforms
+    count = library.JstyleKernelsLaidOut
     count.restype = ctypes.c_int64
     return int(count())
 
@@ -257,8 +259,9 @@ def prepare_winograd(cache_dir: Path, jobs: list, cancel=None) -> int:
 
 
 def transforms_made(cache_dir: Path) -> int:
-    """How many kernels the library in ``cache_dir`` has transformed in this process
-    (-1 where it is not loaded and built)."""
+    """How many kernels the library in ``cache_dir`` has laid out for its convolutions in
+    this process (Winograd transforms and bfloat16 reorders; -1 where it is not loaded and
+    built)."""
     library = _library(cache_dir)
     return -1 if library is None else _transforms(library)
 
@@ -273,16 +276,21 @@ def loaded() -> bool:
 _SORTING = [False]
 
 
-def conv3x3(x, kernel):
+def conv3x3(x, kernel, flipped: bool = False):
     """A 3x3, stride 1, SAME convolution of bfloat16 NHWC images ``(..., H, W, C)`` with a
     bfloat16 HWIO kernel ``(3, 3, C, O)``, through oneDNN (:func:`load` first): float32
-    accumulation, responses rounded to bfloat16. No derivative of its own:
-    :func:`jstyle.vgg.conv3x3` differentiates it with the same call."""
+    accumulation, responses rounded to bfloat16. The kernel in oneDNN's layout is kept per
+    kernel content, as :func:`winograd_conv3x3`'s transform is. No derivative of its own:
+    :func:`jstyle.vgg.conv3x3` differentiates it with the same call.
+
+    ``flipped``: as :func:`winograd_conv3x3`'s."""
     import jax
     import jax.numpy as jnp
 
-    out = jax.ShapeDtypeStruct((*x.shape[:-1], kernel.shape[-1]), jnp.bfloat16)
-    return jax.ffi.ffi_call(TARGET, out, vmap_method="expand_dims")(x, kernel)
+    out = jax.ShapeDtypeStruct((*x.shape[:-1], kernel.shape[-2 if flipped else -1]),
+                               jnp.bfloat16)
+    return jax.ffi.ffi_call(TARGET, out, vmap_method="expand_dims")(x, kernel,
+                                                                   flipped=bool(flipped))
 
 
 def winograd_conv3x3(x, kernel, flipped: bool = False):

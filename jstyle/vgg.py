@@ -37,17 +37,17 @@ def _xla_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DIMS)
 
 
-def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    # XLA:CPU converts a bfloat16 convolution to float32 and back; oneDNN, once
-    # jstyle.onednn.load has registered it, runs it in bfloat16 (see that module).
-    if x.dtype == jnp.bfloat16 and onednn.loaded() and jax.default_backend() == "cpu":
-        return onednn.conv3x3(x, kernel)
-    return _xla_conv(x, kernel)
-
-
 def _flipped(kernel: jax.Array) -> jax.Array:
     """The input gradient's kernel: flipped in space, HWIO -> HWOI, read as HWIO."""
     return jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+
+
+def _conv(x: jax.Array, kernel: jax.Array, flipped: bool = False) -> jax.Array:
+    # XLA:CPU converts a bfloat16 convolution to float32 and back; oneDNN, once
+    # jstyle.onednn.load has registered it, runs it in bfloat16 (see that module).
+    if x.dtype == jnp.bfloat16 and onednn.loaded() and jax.default_backend() == "cpu":
+        return onednn.conv3x3(x, kernel, flipped)
+    return _xla_conv(x, _flipped(kernel) if flipped else kernel)
 
 
 def _winograd(x: jax.Array, kernel: jax.Array, flipped: bool = False) -> jax.Array:
@@ -56,11 +56,11 @@ def _winograd(x: jax.Array, kernel: jax.Array, flipped: bool = False) -> jax.Arr
     return onednn.winograd_conv3x3(x, kernel, flipped)
 
 
-def _transposing(conv, doc: str, flips: bool = False):
-    """``conv`` (x, HWIO kernel) -> y as a differentiable 3x3 convolution whose input
-    gradient is ``conv`` with the flipped, transposed kernel: ``conv(g, kernel, True)``
-    with ``flips`` (``conv`` flips it itself), else ``conv`` of the kernel flipped here;
-    the kernel's gradient, when asked for, is XLA's."""
+def _transposing(conv, doc: str):
+    """``conv`` (x, HWIO kernel, flipped) -> y as a differentiable 3x3 convolution whose
+    input gradient is ``conv`` with the flipped, transposed kernel, ``conv(g, kernel,
+    True)`` (where the kernels' library runs ``conv``, it makes that kernel once per run
+    rather than XLA at every evaluation); the kernel's gradient, when asked for, is XLA's."""
 
     def primal(x: jax.Array, kernel: jax.Array) -> jax.Array:
         return conv(x, kernel)
@@ -77,7 +77,7 @@ def _transposing(conv, doc: str, flips: bool = False):
 
     def backward(residuals, g):
         x, kernel = residuals
-        dx = conv(g, kernel, True) if flips else conv(g, _flipped(kernel))
+        dx = conv(g, kernel, True)
         # The kernel's gradient, only when the kernel is differentiated: never computed for
         # an image's gradient, even under vmap, which would otherwise batch it per image.
         dkernel = None if x is None else jax.vjp(lambda k: _xla_conv(x, k), kernel)[1](g)[0]
@@ -104,7 +104,7 @@ winograd_conv3x3 = _transposing(_winograd, """:func:`conv3x3` in float32 by oneD
     Winograd kernel F(4x4, 3x3), both directions (the input gradient is the convolution
     with the flipped, transposed kernel), where :func:`jstyle.onednn.load` found one; the
     layers with fewer than :data:`jstyle.onednn.MIN_WINOGRAD_CHANNELS` channels on either
-    side stay direct (XLA). The kernel's gradient, when asked for, is XLA's.""", flips=True)
+    side stay direct (XLA). The kernel's gradient, when asked for, is XLA's.""")
 
 #: The convolutions a network may run with: XLA's (and oneDNN's bfloat16 kernel for a
 #: bfloat16 network, see :func:`conv3x3`), or float32 by Winograd through oneDNN.

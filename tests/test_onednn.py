@@ -83,6 +83,42 @@ def test_the_network_convolution_and_its_gradient_go_through_onednn(kernels, rng
                                atol=1e-2 * float(jnp.max(jnp.abs(ref))))
 
 
+@pytest.mark.parametrize("c, o", [(64, 32), (32, 32)])
+def test_flipped_is_the_convolution_with_the_flipped_transposed_kernel(kernels, rng, c, o):
+    """bfloat16's ``flipped`` (as Winograd's, below): the input gradient's kernel made in
+    the library, the same numbers as XLA's flip and transpose, so the same responses to the
+    last bit, and kept apart from the kernel's own layout (a square kernel is both)."""
+    kernel = jnp.asarray(rng.standard_normal((3, 3, c, o)) * 0.1, jnp.bfloat16)
+    g = jnp.asarray(rng.standard_normal((2, 10, 12, o)), jnp.bfloat16)
+    turned = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+    conv = jax.jit(onednn.conv3x3, static_argnums=2)
+    explicit = conv(g, turned, False)
+    got = conv(g, kernel, True)
+    assert got.shape == (2, 10, 12, c) and got.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(got, explicit)
+    if c == o:  # the same bytes unflipped are another kernel
+        np.testing.assert_array_equal(conv(g, kernel, False), conv(g, kernel + 0, False))
+        assert not np.array_equal(conv(g, kernel, False), explicit)
+        np.testing.assert_array_equal(conv(g, kernel, True), explicit)
+    batched = jax.vmap(lambda g: onednn.conv3x3(g, kernel, True))(g[:, None])
+    np.testing.assert_array_equal(batched[:, 0], explicit)
+
+
+def test_each_kernel_is_laid_out_once_and_kept_apart(kernels, rng):
+    """Several bfloat16 kernels of one shape in turn, then each again: the second round
+    lays out nothing (oneDNN's layout of each is kept, found by the kernel's content) and
+    gives the same responses."""
+    x = jnp.asarray(rng.standard_normal((1, 12, 16, 48)), jnp.bfloat16)
+    weights = [_operands(rng, (1, 12, 16, 48), 40)[1] for _ in range(3)]
+    conv = jax.jit(onednn.conv3x3)
+    first = [conv(x, k) for k in weights]
+    made = onednn.transforms_made(kernels_dir())
+    for k, got in zip(weights, first, strict=True):
+        np.testing.assert_array_equal(conv(x, k + 0), got)  # another buffer, same numbers
+    assert onednn.transforms_made(kernels_dir()) == made
+    assert not np.array_equal(first[0], first[1])
+
+
 def test_the_kernel_says_which_instructions_run_it(kernels):
     assert kernels.implementation and kernels.path.is_file()
     assert kernels.native == ("bf16" in kernels.implementation
@@ -317,6 +353,16 @@ def test_missing_onednn_headers_name_the_package(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="apt-get install libdnnl-dev"):
         onednn.build(tmp_path / "cache")
     assert not list((tmp_path / "cache").glob("*.so"))  # no half-written library
+
+
+def test_a_compile_error_is_named_by_its_first_error_line(monkeypatch, tmp_path):
+    fake = tmp_path / "fake-c++"
+    fake.write_text("#!/bin/sh\necho 'x.cc:3:1: error: f was not declared' >&2\n"
+                    "echo '    3 | f();' >&2\necho '      | ^' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("CXX", str(fake))
+    with pytest.raises(RuntimeError, match="did not compile: x.cc:3:1: error: f was not"):
+        onednn.build(tmp_path / "cache")
 
 
 def test_a_built_library_is_named_by_source_jaxlib_and_compiler(tmp_path):

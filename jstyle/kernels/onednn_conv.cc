@@ -1,8 +1,10 @@
 // jstyle's 3x3 convolutions for XLA:CPU, through oneDNN. Built and loaded by jstyle.onednn.
 //
 // Two XLA FFI handlers, each a 3x3, stride 1, SAME convolution of NHWC images with an HWIO
-// kernel, which is all VGG-19 needs, forward and (with the flipped, transposed kernel) for
-// the input gradient:
+// kernel, which is all VGG-19 needs, forward and (with the flipped, transposed kernel, made
+// here: attribute `flipped`) for the input gradient. Each keeps its kernels in the layout
+// its primitive wants, per kernel content (Kept below), so a run lays out each layer's
+// weights once, not at every evaluation:
 //
 // - bfloat16. XLA:CPU computes a bfloat16 convolution by converting its operands to
 //   float32 and back, so bfloat16 is never faster there. oneDNN runs it with the CPU's
@@ -10,9 +12,8 @@
 //   and round the result to bfloat16.
 // - float32 by Winograd's minimal filtering F(4x4, 3x3) (Lavin & Gray 2016): 36
 //   multiplications per 4x4 outputs and input-output channel pair where the direct form
-//   makes 144, so about a third of the time of XLA's direct kernel on AVX-512 CPUs. The
-//   transformed kernel (four times the kernel's size) is kept per kernel content and
-//   reused while the same weights come back, so a run transforms each layer's weights once.
+//   makes 144, so about a third of the time of XLA's direct kernel on AVX-512 CPUs. Its
+//   kept kernel is the transformed one (four times the kernel's size).
 
 #include <dnnl.hpp>
 
@@ -39,7 +40,7 @@ using Shape = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>;  // N, H,
 struct Conv {
   dnnl::convolution_forward::primitive_desc pd;
   dnnl::convolution_forward primitive;
-  dnnl::reorder weights_reorder;  // HWIO -> the layout the primitive chose
+  dnnl::reorder weights_in;  // HWIO -> the layout the primitive chose
 };
 
 // (N, H, W, C, O) of a call: x (..., H, W, C) with its leading axes as N, and the kernel
@@ -112,6 +113,93 @@ dnnl::memory Scratchpad(const dnnl::memory::desc& desc) {
   return dnnl::memory(desc, Engine(), Buffer(kScratchpad, desc.get_size()));
 }
 
+// Kernels laid out for their primitives, kept across calls and shapes, the most recently
+// used first: a run lays out each layer's kernel (and its input gradient's) once, not at
+// every evaluation (the Winograd transform of a 512x512 kernel takes 40 ms, its
+// convolution at 64x48 px 18 ms; the bfloat16 reorder is cheaper, but was made, with its
+// buffer, at every call). Found by the kernel's bytes, compared whole (a millisecond for
+// the largest), whether it is applied flipped, and the layout the primitive wants (it
+// names the data type and depends on the image's size). Past kKeptBytes the least recently
+// used go: the paper's network keeps about 0.6 GB in float32 by Winograd, forward and
+// backward.
+struct Kept {
+  dnnl::memory::desc layout;
+  bool flipped;
+  std::vector<char> kernel;  // the HWIO kernel as it came
+  dnnl::memory laid_out;
+};
+
+// The input gradient's kernel of an HWIO kernel (3, 3, o, c) of elements T: flipped in
+// space, its input and output channels swapped, as HWIO (3, 3, c, o). Made once per kept
+// kernel, here, rather than by XLA at every evaluation (its transpose of the channel axes
+// is slow: see the README's Performance).
+template <typename T>
+std::vector<char> FlippedTransposed(const char* bytes, int64_t c, int64_t o) {
+  constexpr int64_t kBlock = 32;  // transposed in 32x32 blocks: both sides stay in cache
+  const T* kernel = reinterpret_cast<const T*>(bytes);
+  std::vector<char> out(static_cast<size_t>(9 * c * o) * sizeof(T));
+  T* turned = reinterpret_cast<T*>(out.data());
+  for (int64_t h = 0; h < 3; ++h) {
+    for (int64_t w = 0; w < 3; ++w) {
+      const T* from = kernel + ((2 - h) * 3 + (2 - w)) * o * c;  // [o][c] at (2-h, 2-w)
+      T* to = turned + (h * 3 + w) * c * o;                        // [c][o] at (h, w)
+      for (int64_t i0 = 0; i0 < o; i0 += kBlock) {
+        for (int64_t j0 = 0; j0 < c; j0 += kBlock) {
+          for (int64_t i = i0; i < std::min(o, i0 + kBlock); ++i) {
+            for (int64_t j = j0; j < std::min(c, j0 + kBlock); ++j) to[j * o + i] = from[i * c + j];
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+constexpr size_t kKeptBytes = size_t{1} << 30;
+
+// Kernels laid out since the library was loaded (JstyleKernelsLaidOut).
+std::atomic<int64_t> laid_out{0};
+
+// The kernel `kernel` (9 c o elements of `user`'s type, HWIO; `flipped`: the (3, 3, o, c)
+// kernel whose flipped, transposed self the primitive applies) in the primitive's
+// `layout`, by `reorder` from `user`, laid out now unless kept; Turn() held.
+const dnnl::memory& KeptWeights(const dnnl::reorder& reorder,
+                                const dnnl::memory::desc& layout, const void* kernel,
+                                bool flipped, int64_t c, int64_t o,
+                                const dnnl::memory::desc& user, dnnl::stream& stream) {
+  static std::list<Kept> kept;
+  static size_t kept_bytes = 0;
+  const size_t bytes = user.get_size();
+  for (auto it = kept.begin(); it != kept.end(); ++it) {
+    if (it->layout == layout && it->flipped == flipped && it->kernel.size() == bytes &&
+        std::memcmp(it->kernel.data(), kernel, bytes) == 0) {
+      kept.splice(kept.begin(), kept, it);
+      return kept.front().laid_out;
+    }
+  }
+  const size_t size = bytes + layout.get_size();
+  while (!kept.empty() && kept_bytes + size > kKeptBytes) {
+    kept_bytes -= kept.back().kernel.size() + kept.back().layout.get_size();
+    kept.pop_back();
+  }
+  Kept entry{layout, flipped,
+             std::vector<char>(static_cast<const char*>(kernel),
+                               static_cast<const char*>(kernel) + bytes),
+             dnnl::memory(layout, Engine())};
+  std::vector<char> turned;
+  if (flipped) {
+    turned = user.data_type() == dnnl::memory::data_type::bf16
+                 ? FlippedTransposed<uint16_t>(entry.kernel.data(), c, o)
+                 : FlippedTransposed<float>(entry.kernel.data(), c, o);
+  }
+  dnnl::memory source(user, Engine(), flipped ? turned.data() : entry.kernel.data());
+  reorder.execute(stream, source, entry.laid_out);
+  stream.wait();
+  ++laid_out;
+  kept.push_front(std::move(entry));
+  kept_bytes += size;
+  return kept.front().laid_out;
+}
+
 // Primitives are built once per shape (a millisecond or two each) and shared.
 std::shared_ptr<Conv> ConvFor(const Shape& shape) {
   static std::mutex mutex;
@@ -139,22 +227,23 @@ std::shared_ptr<Conv> ConvFor(const Shape& shape) {
 }
 
 ffi::Error Conv3x3Impl(ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> kernel,
-                       ffi::ResultBuffer<ffi::BF16> y) {
+                       ffi::ResultBuffer<ffi::BF16> y, bool flipped) {
   Shape shape;
-  if (auto error = ShapeOf(x.dimensions(), kernel.dimensions(), shape); error.failure()) {
+  if (auto error = ShapeOf(x.dimensions(), kernel.dimensions(), shape, flipped);
+      error.failure()) {
     return error;
   }
   auto [n, h, w, c, o] = shape;
   try {
-    auto conv = ConvFor({n, h, w, c, o});
+    auto conv = ConvFor(shape);
     std::lock_guard<std::mutex> turn(Turn());
     auto& engine = Engine();
     dnnl::stream stream(engine);
     using tag = dnnl::memory::format_tag;
     const auto bf16 = dnnl::memory::data_type::bf16;
-    dnnl::memory user_weights({{o, c, 3, 3}, bf16, tag::hwio}, engine, kernel.untyped_data());
-    dnnl::memory weights(conv->pd.weights_desc(), engine);
-    conv->weights_reorder.execute(stream, user_weights, weights);
+    const dnnl::memory& weights =
+        KeptWeights(conv->weights_in, conv->pd.weights_desc(), kernel.untyped_data(), flipped,
+                    c, o, {{o, c, 3, 3}, bf16, tag::hwio}, stream);
     dnnl::memory src(conv->pd.src_desc(), engine, x.untyped_data());
     dnnl::memory dst(conv->pd.dst_desc(), engine, y->untyped_data());
     conv->primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights},
@@ -176,47 +265,6 @@ struct Winograd {
   dnnl::convolution_forward primitive;
   dnnl::reorder src_in, dst_out, weights_in;
 };
-
-// Transformed kernels, kept across calls and shapes, the most recently used first: a run
-// transforms each layer's kernel (and its input gradient's) once, not at every evaluation
-// (the transform of a 512x512 kernel takes 40 ms, its convolution at 64x48 px 18 ms).
-// Found by the kernel's bytes, compared whole (a millisecond for the largest), whether it
-// is applied flipped, and the layout the primitive wants (it depends on the image's size).
-// Past kKeptBytes the least recently used go: the paper's network keeps about 0.6 GB,
-// forward and backward.
-struct Kept {
-  dnnl::memory::desc layout;
-  bool flipped;
-  std::vector<char> kernel;  // the HWIO kernel as it came
-  dnnl::memory transformed;
-};
-
-// The input gradient's kernel of an HWIO kernel (3, 3, o, c): flipped in space, its input
-// and output channels swapped, as HWIO (3, 3, c, o). Made once per kept transform, here,
-// rather than by XLA at every evaluation (its transpose of the channel axes is slow: see
-// the README's Performance).
-std::vector<float> FlippedTransposed(const float* kernel, int64_t c, int64_t o) {
-  constexpr int64_t kBlock = 32;  // transposed in 32x32 blocks: both sides stay in cache
-  std::vector<float> out(static_cast<size_t>(9 * c * o));
-  for (int64_t h = 0; h < 3; ++h) {
-    for (int64_t w = 0; w < 3; ++w) {
-      const float* from = kernel + ((2 - h) * 3 + (2 - w)) * o * c;  // [o][c] at (2-h, 2-w)
-      float* to = out.data() + (h * 3 + w) * c * o;                    // [c][o] at (h, w)
-      for (int64_t i0 = 0; i0 < o; i0 += kBlock) {
-        for (int64_t j0 = 0; j0 < c; j0 += kBlock) {
-          for (int64_t i = i0; i < std::min(o, i0 + kBlock); ++i) {
-            for (int64_t j = j0; j < std::min(c, j0 + kBlock); ++j) to[j * o + i] = from[i * c + j];
-          }
-        }
-      }
-    }
-  }
-  return out;
-}
-constexpr size_t kKeptBytes = size_t{1} << 30;
-
-// Kernels transformed since the library was loaded (JstyleWinogradTransforms).
-std::atomic<int64_t> transforms{0};
 
 dnnl::convolution_forward::primitive_desc WinogradDesc(const Shape& shape) {
   auto [n, h, w, c, o] = shape;
@@ -258,45 +306,6 @@ std::shared_ptr<Winograd> WinogradFor(const Shape& shape) {
   return conv;
 }
 
-// The transformed kernel of `kernel` (bytes; `flipped`: the HWIO kernel whose flipped,
-// transposed self `conv` applies) for `conv`, transformed now unless kept; Turn() held.
-const dnnl::memory& TransformedWeights(Winograd& conv, const void* kernel, size_t bytes,
-                                       bool flipped, const Shape& shape,
-                                       const dnnl::memory::desc& user, dnnl::stream& stream) {
-  static std::list<Kept> kept;
-  static size_t kept_bytes = 0;
-  const auto layout = conv.pd.weights_desc();
-  for (auto it = kept.begin(); it != kept.end(); ++it) {
-    if (it->layout == layout && it->flipped == flipped && it->kernel.size() == bytes &&
-        std::memcmp(it->kernel.data(), kernel, bytes) == 0) {
-      kept.splice(kept.begin(), kept, it);
-      return kept.front().transformed;
-    }
-  }
-  const size_t size = bytes + layout.get_size();
-  while (!kept.empty() && kept_bytes + size > kKeptBytes) {
-    kept_bytes -= kept.back().kernel.size() + kept.back().layout.get_size();
-    kept.pop_back();
-  }
-  Kept entry{layout, flipped,
-             std::vector<char>(static_cast<const char*>(kernel),
-                               static_cast<const char*>(kernel) + bytes),
-             dnnl::memory(layout, Engine())};
-  std::vector<float> turned;
-  if (flipped) {
-    auto [n, h, w, c, o] = shape;
-    turned = FlippedTransposed(reinterpret_cast<const float*>(entry.kernel.data()), c, o);
-  }
-  dnnl::memory source(user, Engine(), flipped ? static_cast<void*>(turned.data())
-                                              : static_cast<void*>(entry.kernel.data()));
-  conv.weights_in.execute(stream, source, entry.transformed);
-  stream.wait();
-  ++transforms;
-  kept.push_front(std::move(entry));
-  kept_bytes += size;
-  return kept.front().transformed;
-}
-
 ffi::Error Conv3x3F32Impl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel,
                           ffi::ResultBuffer<ffi::F32> y, bool flipped) {
   Shape shape;
@@ -312,10 +321,9 @@ ffi::Error Conv3x3F32Impl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel,
     dnnl::stream stream(engine);
     using tag = dnnl::memory::format_tag;
     const auto f32 = dnnl::memory::data_type::f32;
-    dnnl::memory::desc user_weights({o, c, 3, 3}, f32, tag::hwio);
-    const dnnl::memory& weights = TransformedWeights(
-        *conv, kernel.untyped_data(), static_cast<size_t>(9 * c * o) * sizeof(float), flipped,
-        shape, user_weights, stream);
+    const dnnl::memory& weights =
+        KeptWeights(conv->weights_in, conv->pd.weights_desc(), kernel.untyped_data(), flipped,
+                    c, o, {{o, c, 3, 3}, f32, tag::hwio}, stream);
     dnnl::memory src({{n, c, h, w}, f32, tag::nhwc}, engine, x.untyped_data());
     dnnl::memory dst({{n, o, h, w}, f32, tag::nhwc}, engine, y->untyped_data());
     dnnl::memory blocked_src(conv->pd.src_desc(), engine,
@@ -340,7 +348,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JstyleConv3x3Bf16, Conv3x3Impl,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::BF16>>()
                                   .Arg<ffi::Buffer<ffi::BF16>>()
-                                  .Ret<ffi::Buffer<ffi::BF16>>());
+                                  .Ret<ffi::Buffer<ffi::BF16>>()
+                                  .Attr<bool>("flipped"));
 
 // Which instruction set oneDNN dispatches to on this CPU (e.g. "avx512_core_bf16"), for
 // jstyle.onednn to tell a CPU with bfloat16 instructions from one that would emulate them.
@@ -384,16 +393,16 @@ extern "C" int JstylePrepareWinograd(int64_t n, int64_t h, int64_t w, int64_t c,
     auto conv = WinogradFor({n, h, w, c, o});
     std::lock_guard<std::mutex> turn(Turn());
     dnnl::stream stream(Engine());
-    dnnl::memory::desc user_weights({o, c, 3, 3}, dnnl::memory::data_type::f32,
-                                    dnnl::memory::format_tag::hwio);
-    TransformedWeights(*conv, kernel, static_cast<size_t>(9 * c * o) * sizeof(float),
-                       flipped != 0, {n, h, w, c, o}, user_weights, stream);
+    KeptWeights(conv->weights_in, conv->pd.weights_desc(), kernel, flipped != 0, c, o,
+                {{o, c, 3, 3}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::hwio},
+                stream);
   } catch (const dnnl::error&) {
     return -1;
   }
   return 0;
 }
 
-// How many kernels the library has transformed so far (kept transforms found again do not
-// count): what tells a prepared run from one that transformed on its first evaluation.
-extern "C" int64_t JstyleWinogradTransforms() { return transforms.load(); }
+// How many kernels the library has laid out so far (Winograd transforms and bfloat16
+// reorders; kept ones found again do not count): what tells a prepared run from one that
+// transformed on its first evaluation.
+extern "C" int64_t JstyleKernelsLaidOut() { return laid_out.load(); }
