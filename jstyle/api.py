@@ -116,7 +116,8 @@ def stylize(
     weights = load_cached_weights(settings.weights)
     with ProgressBar(settings.iterations, disable=not progress) as bar:
         outcome = run_transfer(weights, inputs, settings,
-                               on_progress=bar.update if progress else None)
+                               on_progress=bar.update if progress else None,
+                               on_phase=bar.phase if progress else None)
     result = outcome.result
     if outcome.interrupted:
         raise Interrupted([result])

@@ -501,7 +501,8 @@ def render(plan: Plan, base: Config, content: Image.Image | None, styles: Sequen
         terms_history: list[dict[str, Any]] = []
         with ProgressBar(config.iterations, disable=quiet) as bar:
             outcome = run_transfer(weights, sized._replace(init=config.init), config,
-                                   on_progress=reporter(bar, terms_history))
+                                   on_progress=reporter(bar, terms_history),
+                                   on_phase=bar.phase)
         if outcome.interrupted:
             raise KeyboardInterrupt  # the sheet is drawn from finished panels only
         result = outcome.result

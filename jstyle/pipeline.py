@@ -293,14 +293,17 @@ def _stage_record(phase: Phase, result, earlier: dict | None, complete: bool) ->
 
 
 def run_transfer(weights, inputs, config: Config, *, resume: ResumePoint | None = None,
-                 on_progress: Callable | None = None, log: Callable[[str], None] | None = None
-                 ) -> Outcome:
+                 on_progress: Callable | None = None, log: Callable[[str], None] | None = None,
+                 on_phase: Callable[[Phase, int], Callable | None] | None = None) -> Outcome:
     """Every phase of one run, on sized inputs (:mod:`jstyle.inputs`).
 
     ``resume``: continue a stopped run there (the phases before it are not run again).
     ``on_progress`` hears the full-size phase's :class:`jstyle.engine.Progress` reports
     (their iterations counted from the phase's start, resumed iterations included);
-    ``log`` one line as each coarse stage starts. With ``sharding: spatial`` the full-size
+    ``log`` one line as each coarse stage starts. ``on_phase(phase, done)`` hears each
+    phase start (``done``: its iterations made before a resume), before its targets and
+    compilation; what it returns for a coarse stage (or None) hears that stage's reports
+    (:class:`jstyle.progress.ProgressBar.phase` is one). With ``sharding: spatial`` the full-size
     phase runs with the image's rows split over every device
     (:func:`jstyle.sharding.stylize_spatial`). An interrupt or a non-finite loss in any
     phase ends the run in that phase (see :class:`Outcome`)."""
@@ -347,12 +350,14 @@ def run_transfer(weights, inputs, config: Config, *, resume: ResumePoint | None 
                   "delivered_bits": config.image_bits,  # the output file's quantisation
                   "redraw_every": config.redraw_every}
             run = stylize
+            listener = on_phase(phase, done) if on_phase is not None else None
             if phase.coarse:
                 if log:
                     log(f"jstyle: {phase.name}: {phase.width}x{phase.height} px, "
                         f"{phase.iterations} iterations"
                         f"{f' (resuming after {done})' if resumed else ''}")
                 kw["masks"] = resized_masks(inputs.masks, phase.height, phase.width)
+                kw["on_progress"] = listener
                 stage_styles = [resized(s, sh, sw) for s in styles]
                 stage_content = resized(content, phase.height, phase.width)
             else:

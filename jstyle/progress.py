@@ -1,24 +1,84 @@
-"""The progress bar of a run: iteration, total / content / style loss, objective evaluations,
-iterations per second."""
+"""The progress bar of a run: the phase it is in, iteration, total / content / style loss,
+objective evaluations, iterations per second.
+
+Before a phase's first chunk the bar reads ``<phase>: preparing`` (its targets, the style
+losses' draws, ``balance: auto``'s measurement and the compilation: seconds at 512 px,
+minutes at 4096 px), and on a terminal its clock keeps running meanwhile, so a long setup
+or a long chunk never looks like a hang.
+"""
 
 from __future__ import annotations
 
 import sys
+import threading
 
 from tqdm import tqdm
 
 from jstyle.engine import BatchProgress, Progress
 
+#: Seconds between redraws of the bar's clock while no chunk reports (on a terminal).
+TICK_S = 1.0
+#: The full-size phase's name on the bar.
+STYLIZING = "stylizing"
+
 
 class ProgressBar:
-    """A tqdm bar fed by :class:`jstyle.engine.Progress` reports (one per compiled chunk)."""
+    """A tqdm bar fed by :class:`jstyle.engine.Progress` reports (one per compiled chunk),
+    with the phase of the run it is in (:meth:`phase`). ``tick``: seconds between redraws of
+    its clock while nothing reports (default :data:`TICK_S` on a terminal, never
+    elsewhere, where each redraw would add a line to a log)."""
 
-    def __init__(self, iterations: int, initial: int = 0, disable: bool = False) -> None:
+    def __init__(self, iterations: int, initial: int = 0, disable: bool = False,
+                 tick: float | None = None) -> None:
+        self._name = STYLIZING
+        self._described = self._preparing()  # (a disabled tqdm keeps no description)
         self._bar = tqdm(total=iterations, initial=initial, unit="it", disable=disable,
-                         dynamic_ncols=True, desc="stylizing")
+                         dynamic_ncols=True, desc=self._described)
+        self._closed = threading.Event()
+        if tick is None:
+            tick = TICK_S if sys.stderr.isatty() else 0.0
+        if tick > 0 and not disable:
+            threading.Thread(target=self._tick, args=(tick,), daemon=True,
+                             name="jstyle-progress").start()
+
+    def _preparing(self) -> str:
+        return f"{self._name}: preparing"
+
+    def _tick(self, seconds: float) -> None:
+        while not self._closed.wait(seconds):
+            self._bar.refresh()
+
+    @property
+    def description(self) -> str:
+        """What the bar says it is doing (``<phase>: preparing`` or the phase's name)."""
+        return self._described
+
+    def _describe(self, text: str) -> None:
+        self._described = text
+        self._bar.set_description_str(text, refresh=False)
+
+    def phase(self, phase, done: int = 0):
+        """A phase of the run starts (a :class:`jstyle.pipeline.Phase`, ``done`` of its
+        iterations made before a resume): the bar counts its iterations, under its name.
+        Returns what hears a coarse stage's reports (None for the full size, whose reports
+        the caller's ``on_progress`` passes on), as ``run_transfer``'s ``on_phase`` asks."""
+        self._name = phase.name if phase.coarse else STYLIZING
+        bar = self._bar
+        self._describe(self._preparing())
+        bar.set_postfix_str("", refresh=False)
+        bar.initial = done  # the rate counts this phase's own iterations
+        bar.reset(total=phase.iterations)
+        bar.n = bar.last_print_n = done
+        bar.refresh()
+        return self.update if phase.coarse else None
+
+    def _running(self) -> None:
+        if self._described != self._name:
+            self._describe(self._name)
 
     def update(self, progress: Progress, offset: int = 0) -> None:
         """Advance to iteration ``offset + progress.iteration`` and show its losses."""
+        self._running()
         t = progress.terms
         self._bar.set_postfix_str(
             f"loss {t['total']:.3e} content {t['content']:.3e} style {t['style']:.3e} "
@@ -29,6 +89,7 @@ class ProgressBar:
 
     def update_batch(self, progress: BatchProgress) -> None:
         """Advance to a data-parallel batch's iteration and show its images' losses."""
+        self._running()
         losses = [v for v in progress.losses if v == v]  # NaN: an image not started
         if losses:
             self._bar.set_postfix_str(f"loss {min(losses):.3e} .. {max(losses):.3e}",
@@ -44,4 +105,5 @@ class ProgressBar:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._closed.set()
         self._bar.close()

@@ -320,7 +320,7 @@ def _run_prepared(config: Config, args: argparse.Namespace, output: Path, saved,
                                                             inputs.content))
     with ProgressBar(config.iterations, initial=done, disable=quiet) as bar:
         outcome = pipeline.run_transfer(weights, inputs, config, resume=point,
-                                        on_progress=on_progress,
+                                        on_progress=on_progress, on_phase=bar.phase,
                                         log=bar.write if page is None else page.tee(bar.write))
     result, history = _continued(outcome.result, earlier)
     record = outputs.run_record(config, inputs, weights, result, outcome.stages, history,

@@ -189,7 +189,8 @@ PHASES = {
     "plain run": ([], "| 1/20 [", "full size", None),
     "coarse stage": (["coarse_sizes=[32]", "coarse_iterations=20", "preserve_color=luminance"],
                      "coarse stage 1/1", "coarse stage 1/1", None),
-    "full size after a coarse stage": (["coarse_sizes=[32]", "coarse_iterations=20",
+    # (the coarse stage's own bar counts to 10: "| 1/20 [" is the full size's)
+    "full size after a coarse stage": (["coarse_sizes=[32]", "coarse_iterations=10",
                                         "preserve_color=luminance"], "| 1/20 [", "full size",
                                        None),
     "batch image 2": ([], "image 2/2", "full size", "ab"),

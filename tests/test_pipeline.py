@@ -67,6 +67,34 @@ def test_a_run_stopped_in_any_phase_resumes_to_the_uninterrupted_image(weights, 
     assert resumed["complete"] and resumed["iterations"] == 4
 
 
+def test_each_phase_is_announced_and_a_coarse_stage_reports_its_progress(weights, inputs):
+    """``on_phase`` hears every phase before its work, with the iterations made before a
+    resume; a coarse stage's reports go to what it returned, the full size's to
+    ``on_progress``."""
+    config = resolve({**CONFIG, "coarse_sizes": [32, 48]})
+    heard = []
+
+    def on_phase(phase, done):
+        heard.append((phase.name, done))
+        return (lambda p: heard.append((phase.name, "report", p.iteration))) \
+            if phase.coarse else None
+
+    def on_progress(progress):
+        heard.append(("full size", "report", progress.iteration))
+        if progress.iteration == 2:
+            engine.request_stop()
+
+    first = run_transfer(weights, inputs, config, on_phase=on_phase, on_progress=on_progress)
+    assert [h for h in heard if len(h) == 2] == [
+        ("coarse stage 1/2", 0), ("coarse stage 2/2", 0), ("full size", 0)]
+    for stage in ("coarse stage 1/2", "coarse stage 2/2"):
+        assert [h[2] for h in heard if h[0] == stage and len(h) == 3][-1] == 4
+    heard.clear()
+    run_transfer(weights, inputs, config, resume=first.resume, on_phase=on_phase,
+                 on_progress=on_progress)
+    assert heard[0] == ("full size", 2)
+
+
 def test_a_non_finite_loss_in_a_coarse_stage_ends_the_run_there(weights, inputs):
     poisoned = inputs._replace(styles=[np.full_like(inputs.styles[0], 1e30)])
     outcome = run_transfer(weights, poisoned, resolve(CONFIG))
