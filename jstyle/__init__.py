@@ -6,7 +6,7 @@ in :mod:`jstyle.vgg`, eq. 7 wired to the network in :mod:`jstyle.objective`, the
 optimisers in :mod:`jstyle.optimize`, and the command line in :mod:`jstyle.run`.
 """
 
-__version__ = "0.10.0"
+__version__ = "0.11.0"
 
 __all__ = ["__version__", "stylize"]
 
