@@ -30,6 +30,8 @@ Float32 convolutions by Winograd (``winograd: true`` where the CPU has the kerne
 one layer's working memory, shared by all: its blocked input and output and the
 transformed tiles, :data:`WINOGRAD_WORK` times the first block's response (measured at
 512x384: peak RSS 2.02 GB against 1.21 GB with XLA's convolutions, one evaluation).
+``precision: bfloat16`` through oneDNN adds its kept kernels
+(:data:`BFLOAT16_KERNEL_BYTES`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ RESPONSE_COPIES = 2.5
 #: The Winograd kernels' transforms jstyle keeps (forward and backward, up to relu5_1: four
 #: times each kernel, 0.4 GB, and the kernels they were made from; capped at 1 GiB).
 WINOGRAD_KERNEL_BYTES = 600 * 2**20
+#: oneDNN's bfloat16 kernels jstyle keeps (``precision: bfloat16`` on the CPU: forward and
+#: backward, up to relu5_1, each in oneDNN's layout and as it came: four times 40 MB).
+BFLOAT16_KERNEL_BYTES = 160 * 2**20
 #: The Winograd convolution's working memory in first-block responses (the largest layer):
 #: its input and output blocked (2), and their transformed tiles (2.25 times each).
 WINOGRAD_WORK = 6.5
@@ -88,12 +93,15 @@ def _crops_at_once(config: Config) -> int:
     return len(jax.local_devices()) if jax.default_backend() == "cpu" else 1
 
 
-def _winograd(config: Config) -> bool:
-    """Whether a run of ``config`` here computes its convolutions by Winograd."""
+def _kernels(config: Config) -> str:
+    """What computes a run's convolutions here: ``"winograd"`` (float32, oneDNN),
+    ``"bfloat16"`` (oneDNN) or ``"xla"``."""
     from jstyle.precision import resolve
 
-    return resolve(config.precision, config.sharding, config.winograd).convolutions == \
-        "winograd"
+    used = resolve(config.precision, config.sharding, config.winograd)
+    if used.convolutions == "winograd":
+        return "winograd"
+    return "bfloat16" if used.used == "bfloat16" and used.kernel != "xla" else "xla"
 
 
 def estimate_bytes(height: int, width: int, config: Config, tile: int | None = None) -> int:
@@ -114,8 +122,11 @@ def estimate_bytes(height: int, width: int, config: Config, tile: int | None = N
             responses += (net_h // d) * (net_w // d) * n * 4
     image = height * width * 3 * 4
     buffers = (2 * config.lbfgs_memory + 4 if config.optimizer == "lbfgs" else 4) * image
-    if _winograd(config):
+    kernels = _kernels(config)
+    if kernels == "winograd":
         buffers += WINOGRAD_KERNEL_BYTES + WINOGRAD_WORK * net_h * net_w * 64 * 4
+    elif kernels == "bfloat16":
+        buffers += BFLOAT16_KERNEL_BYTES
     if crop is not None:  # what stays whole: P^l and the gradient's accumulators
         whole = TILED_IMAGES * image
         for name, _ in config.content_layers:

@@ -62,7 +62,8 @@ def test_estimate_holds_with_and_without_remat():
 
 
 def test_winograd_adds_its_kept_kernels_and_one_layers_working_memory(monkeypatch):
-    monkeypatch.setattr(memory, "_winograd", lambda config: config.winograd)
+    monkeypatch.setattr(memory, "_kernels",
+                        lambda config: "winograd" if config.winograd else "xla")
     extra = memory.estimate_bytes(384, 512, Config()) - memory.estimate_bytes(384, 512, XLA)
     assert extra == int(memory.WINOGRAD_KERNEL_BYTES + memory.WINOGRAD_WORK * 384 * 512 * 256)
     # in tiles, the crop's first layer, not the image's
@@ -71,10 +72,19 @@ def test_winograd_adds_its_kept_kernels_and_one_layers_working_memory(monkeypatc
     assert memory.WINOGRAD_KERNEL_BYTES < tiled < extra * 4
 
 
+def test_bfloat16_through_onednn_adds_its_kept_kernels(monkeypatch):
+    monkeypatch.setattr(memory, "_kernels", lambda config: "bfloat16")
+    bf16 = resolve({"size": 512, "precision": "bfloat16"})
+    with_kept = memory.estimate_bytes(384, 512, bf16)
+    monkeypatch.setattr(memory, "_kernels", lambda config: "xla")
+    assert with_kept - memory.estimate_bytes(384, 512, bf16) == memory.BFLOAT16_KERNEL_BYTES
+
+
 def test_winograd_estimate_matches_measured_peaks_within_a_fifth(monkeypatch):
     """Peak RSS of one evaluation with the convolutions by Winograd, as ``python -m
     jstyle.bench`` recorded it (jstyle 0.8, AVX-512 EPYC), at every size it measured."""
-    monkeypatch.setattr(memory, "_winograd", lambda config: config.winograd)
+    monkeypatch.setattr(memory, "_kernels",
+                        lambda config: "winograd" if config.winograd else "xla")
     record = _measured("cpu-2core-epyc-avx512bf16-v0.8.json")
     assert record["float32_convolutions"].startswith("onednn:")
     for e in record["evaluations"]:
