@@ -53,8 +53,9 @@ RESPONSE_COPIES = 2.5
 #: times each kernel, 0.4 GB, and the kernels they were made from; capped at 1 GiB).
 WINOGRAD_KERNEL_BYTES = 600 * 2**20
 #: oneDNN's bfloat16 kernels jstyle keeps (``precision: bfloat16`` on the CPU: forward and
-#: backward, up to relu5_1, each in oneDNN's layout and as it came: four times 40 MB).
-BFLOAT16_KERNEL_BYTES = 160 * 2**20
+#: backward, up to relu5_1, each in oneDNN's layout and as it came: four times the 26 MB
+#: of 12.9 million bfloat16 weights).
+BFLOAT16_KERNEL_BYTES = 104 * 2**20
 #: The Winograd convolution's working memory in first-block responses (the largest layer):
 #: its input and output blocked (2), and their transformed tiles (2.25 times each).
 WINOGRAD_WORK = 6.5
