@@ -344,23 +344,25 @@ def test_a_missing_compiler_is_one_line(monkeypatch, tmp_path):
         onednn.build(tmp_path)
 
 
-def test_missing_onednn_headers_name_the_package(monkeypatch, tmp_path):
+def _failing_compiler(monkeypatch, tmp_path, *stderr: str) -> None:
+    """CXX set to a compiler that prints ``stderr``'s lines and fails."""
     fake = tmp_path / "fake-c++"
-    fake.write_text("#!/bin/sh\necho 'fatal error: dnnl.hpp: No such file or directory' >&2\n"
-                    "exit 1\n")
+    fake.write_text("#!/bin/sh\n" + "".join(f"echo '{line}' >&2\n" for line in stderr)
+                    + "exit 1\n")
     fake.chmod(0o755)
     monkeypatch.setenv("CXX", str(fake))
+
+
+def test_missing_onednn_headers_name_the_package(monkeypatch, tmp_path):
+    _failing_compiler(monkeypatch, tmp_path, "fatal error: dnnl.hpp: No such file or directory")
     with pytest.raises(RuntimeError, match="apt-get install libdnnl-dev"):
         onednn.build(tmp_path / "cache")
     assert not list((tmp_path / "cache").glob("*.so"))  # no half-written library
 
 
 def test_a_compile_error_is_named_by_its_first_error_line(monkeypatch, tmp_path):
-    fake = tmp_path / "fake-c++"
-    fake.write_text("#!/bin/sh\necho 'x.cc:3:1: error: f was not declared' >&2\n"
-                    "echo '    3 | f();' >&2\necho '      | ^' >&2\nexit 1\n")
-    fake.chmod(0o755)
-    monkeypatch.setenv("CXX", str(fake))
+    _failing_compiler(monkeypatch, tmp_path, "x.cc:3:1: error: f was not declared",
+                      "    3 | f();", "      | ^")
     with pytest.raises(RuntimeError, match="did not compile: x.cc:3:1: error: f was not"):
         onednn.build(tmp_path / "cache")
 
