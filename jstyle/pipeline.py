@@ -303,8 +303,8 @@ def run_transfer(weights, inputs, config: Config, *, resume: ResumePoint | None 
     ``log`` one line as each coarse stage starts. ``on_phase(phase, done)`` hears each
     phase start (``done``: its iterations made before a resume), before its targets and
     compilation; what it returns for a coarse stage (or None) hears that stage's reports
-    (:class:`jstyle.progress.ProgressBar.phase` is one). With ``sharding: spatial`` the full-size
-    phase runs with the image's rows split over every device
+    (:meth:`jstyle.progress.ProgressBar.phase` is one). With ``sharding: spatial`` the
+    full-size phase runs with the image's rows split over every device
     (:func:`jstyle.sharding.stylize_spatial`). An interrupt or a non-finite loss in any
     phase ends the run in that phase (see :class:`Outcome`)."""
     from jstyle import color, engine, xla_cpu

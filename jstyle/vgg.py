@@ -33,13 +33,14 @@ __all__ = ["VGG19", "extract_features", "conv3x3", "winograd_conv3x3", "POOLING"
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 
-def _xla_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DIMS)
-
-
 def _flipped(kernel: jax.Array) -> jax.Array:
     """The input gradient's kernel: flipped in space, HWIO -> HWOI, read as HWIO."""
     return jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+
+
+def _xla_conv(x: jax.Array, kernel: jax.Array, flipped: bool = False) -> jax.Array:
+    return jax.lax.conv_general_dilated(x, _flipped(kernel) if flipped else kernel, (1, 1),
+                                        "SAME", dimension_numbers=_DIMS)
 
 
 def _conv(x: jax.Array, kernel: jax.Array, flipped: bool = False) -> jax.Array:
@@ -47,12 +48,12 @@ def _conv(x: jax.Array, kernel: jax.Array, flipped: bool = False) -> jax.Array:
     # jstyle.onednn.load has registered it, runs it in bfloat16 (see that module).
     if x.dtype == jnp.bfloat16 and onednn.loaded() and jax.default_backend() == "cpu":
         return onednn.conv3x3(x, kernel, flipped)
-    return _xla_conv(x, _flipped(kernel) if flipped else kernel)
+    return _xla_conv(x, kernel, flipped)
 
 
 def _winograd(x: jax.Array, kernel: jax.Array, flipped: bool = False) -> jax.Array:
     if min(kernel.shape[-2:]) < onednn.MIN_WINOGRAD_CHANNELS:  # the RGB layer: the direct
-        return _xla_conv(x, _flipped(kernel) if flipped else kernel)  # form is faster
+        return _xla_conv(x, kernel, flipped)  # form is faster
     return onednn.winograd_conv3x3(x, kernel, flipped)
 
 
