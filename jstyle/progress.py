@@ -4,7 +4,8 @@ objective evaluations, iterations per second.
 Before a phase's first chunk the bar reads ``<phase>: preparing`` (its targets, the style
 losses' draws, ``balance: auto``'s measurement and the compilation: seconds at 512 px,
 minutes at 4096 px), and on a terminal its clock keeps running meanwhile, so a long setup
-or a long chunk never looks like a hang.
+or a long chunk never looks like a hang. The rate and the time left count iterations only:
+they start again at a phase's first report, which came after its preparation.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 import threading
 
 from tqdm import tqdm
+from tqdm.std import EMA
 
 from jstyle.engine import BatchProgress, Progress
 
@@ -72,29 +74,38 @@ class ProgressBar:
         bar.refresh()
         return self.update if phase.coarse else None
 
-    def _running(self) -> None:
-        if self._described != self._name:
-            self._describe(self._name)
+    def _advance(self, n: int) -> None:
+        """To iteration ``n``. A phase's first report ends its preparation and restarts the
+        rate (and so the time left) from there: the targets and the compilation took no
+        iteration's time. The clock goes on."""
+        bar = self._bar
+        if self._described == self._name:
+            bar.update(n - bar.n)
+            return
+        self._describe(self._name)
+        bar.initial = bar.n = bar.last_print_n = n
+        if not bar.disable:  # fresh rate estimates, as tqdm's reset() makes, but the clock
+            bar.last_print_t = bar._time()  # kept and nothing drawn before n is set
+            bar._ema_dn, bar._ema_dt, bar._ema_miniters = (EMA(bar.smoothing) for _ in "abc")
+            bar.refresh()
 
     def update(self, progress: Progress, offset: int = 0) -> None:
         """Advance to iteration ``offset + progress.iteration`` and show its losses."""
-        self._running()
         t = progress.terms
         self._bar.set_postfix_str(
             f"loss {t['total']:.3e} content {t['content']:.3e} style {t['style']:.3e} "
             f"evals {progress.evaluations}",
             refresh=False,
         )
-        self._bar.update(offset + progress.iteration - self._bar.n)
+        self._advance(offset + progress.iteration)
 
     def update_batch(self, progress: BatchProgress) -> None:
         """Advance to a data-parallel batch's iteration and show its images' losses."""
-        self._running()
         losses = [v for v in progress.losses if v == v]  # NaN: an image not started
         if losses:
             self._bar.set_postfix_str(f"loss {min(losses):.3e} .. {max(losses):.3e}",
                                       refresh=False)
-        self._bar.update(progress.iteration - self._bar.n)
+        self._advance(progress.iteration)
 
     def write(self, message: str) -> None:
         """Print a line above the bar (to stderr), unless the bar is disabled."""

@@ -48,6 +48,22 @@ def test_a_batch_report_ends_preparing_too():
         assert bar.description == "stylizing" and bar._bar.n == 1
 
 
+def test_the_rate_counts_iterations_not_the_preparation():
+    """A phase's first report comes after its targets and compilation: the rate (and the
+    time left) starts there, from the second report's chunk; the clock does not restart."""
+    now = [100.0]
+    with ProgressBar(10, tick=0) as bar:
+        bar._bar._time = lambda: now[0]
+        bar.phase(_phase("full size", 10))
+        now[0] += 60.0  # preparing: a minute
+        bar.update(_report(2))
+        assert bar._bar.format_dict["rate"] is None  # not 2 iterations a minute
+        now[0] += 1.0  # two more iterations in a second
+        bar.update(_report(4))
+        assert bar._bar.format_dict["rate"] == 2.0
+        assert bar._bar.format_dict["elapsed"] == 61.0
+
+
 def test_the_clock_runs_while_nothing_reports_and_stops_with_the_bar(capsys):
     def ticking():
         return [t for t in threading.enumerate() if t.name == "jstyle-progress"]
