@@ -38,7 +38,7 @@ class ProgressBar:
                          dynamic_ncols=True, desc=self._described)
         self._closed = threading.Event()
         if tick is None:
-            tick = TICK_S if sys.stderr.isatty() else 0.0
+            tick = TICK_S if getattr(sys.stderr, "isatty", lambda: False)() else 0.0
         if tick > 0 and not disable:
             threading.Thread(target=self._tick, args=(tick,), daemon=True,
                              name="jstyle-progress").start()
@@ -65,14 +65,24 @@ class ProgressBar:
         Returns what hears a coarse stage's reports (None for the full size, whose reports
         the caller's ``on_progress`` passes on), as ``run_transfer``'s ``on_phase`` asks."""
         self._name = phase.name if phase.coarse else STYLIZING
-        bar = self._bar
         self._describe(self._preparing())
-        bar.set_postfix_str("", refresh=False)
-        bar.initial = done  # the rate counts this phase's own iterations
-        bar.reset(total=phase.iterations)
-        bar.n = bar.last_print_n = done
-        bar.refresh()
+        self._bar.set_postfix_str("", refresh=False)
+        self._bar.total = phase.iterations
+        self._restart(done, clock=True)
         return self.update if phase.coarse else None
+
+    def _restart(self, n: int, clock: bool) -> None:
+        """Count from iteration ``n`` with fresh rate estimates (as tqdm's ``reset`` does,
+        without drawing the bar before ``n`` is set), and the clock from now if ``clock``."""
+        bar = self._bar
+        bar.initial = bar.n = bar.last_print_n = n  # the rate counts iterations from here
+        if bar.disable:  # (a disabled tqdm keeps no clock)
+            return
+        bar.last_print_t = bar._time()
+        if clock:
+            bar.start_t = bar.last_print_t
+        bar._ema_dn, bar._ema_dt, bar._ema_miniters = (EMA(bar.smoothing) for _ in "abc")
+        bar.refresh()
 
     def _advance(self, n: int) -> None:
         """To iteration ``n``. A phase's first report ends its preparation and restarts the
@@ -83,11 +93,7 @@ class ProgressBar:
             bar.update(n - bar.n)
             return
         self._describe(self._name)
-        bar.initial = bar.n = bar.last_print_n = n
-        if not bar.disable:  # fresh rate estimates, as tqdm's reset() makes, but the clock
-            bar.last_print_t = bar._time()  # kept and nothing drawn before n is set
-            bar._ema_dn, bar._ema_dt, bar._ema_miniters = (EMA(bar.smoothing) for _ in "abc")
-            bar.refresh()
+        self._restart(n, clock=False)
 
     def update(self, progress: Progress, offset: int = 0) -> None:
         """Advance to iteration ``offset + progress.iteration`` and show its losses."""
