@@ -83,25 +83,30 @@ def test_the_network_convolution_and_its_gradient_go_through_onednn(kernels, rng
                                atol=1e-2 * float(jnp.max(jnp.abs(ref))))
 
 
-@pytest.mark.parametrize("c, o", [(64, 32), (32, 32)])
-def test_flipped_is_the_convolution_with_the_flipped_transposed_kernel(kernels, rng, c, o):
-    """bfloat16's ``flipped`` (as Winograd's, below): the input gradient's kernel made in
-    the library, the same numbers as XLA's flip and transpose, so the same responses to the
-    last bit, and kept apart from the kernel's own layout (a square kernel is both)."""
-    kernel = jnp.asarray(rng.standard_normal((3, 3, c, o)) * 0.1, jnp.bfloat16)
-    g = jnp.asarray(rng.standard_normal((2, 10, 12, o)), jnp.bfloat16)
+def _flipped_matches_xla(conv, dtype, rng, c: int, o: int):
+    """``conv(g, kernel, flipped=True)``: the input gradient's kernel made in the library,
+    the same numbers as XLA's flip and transpose, so the same responses to the last bit,
+    under vmap too, and kept apart from the kernel's own layout (a square kernel is both,
+    read two ways). Returns g, the kernel, XLA's flipped kernel and the responses."""
+    kernel = jnp.asarray(rng.standard_normal((3, 3, c, o)) * 0.1, dtype)
+    g = jnp.asarray(rng.standard_normal((2, 10, 12, o)), dtype)
     turned = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
-    conv = jax.jit(onednn.conv3x3, static_argnums=2)
-    explicit = conv(g, turned, False)
-    got = conv(g, kernel, True)
-    assert got.shape == (2, 10, 12, c) and got.dtype == jnp.bfloat16
+    call = jax.jit(conv, static_argnums=2)
+    explicit = call(g, turned, False)
+    got = call(g, kernel, True)
+    assert got.shape == (2, 10, 12, c) and got.dtype == dtype
     np.testing.assert_array_equal(got, explicit)
     if c == o:  # the same bytes unflipped are another kernel
-        np.testing.assert_array_equal(conv(g, kernel, False), conv(g, kernel + 0, False))
-        assert not np.array_equal(conv(g, kernel, False), explicit)
-        np.testing.assert_array_equal(conv(g, kernel, True), explicit)
-    batched = jax.vmap(lambda g: onednn.conv3x3(g, kernel, True))(g[:, None])
+        assert not np.array_equal(call(g, kernel, False), explicit)
+        np.testing.assert_array_equal(call(g, kernel, True), explicit)
+    batched = jax.vmap(lambda g: conv(g, kernel, True))(g[:, None])
     np.testing.assert_array_equal(batched[:, 0], explicit)
+    return g, kernel, turned, got
+
+
+@pytest.mark.parametrize("c, o", [(64, 32), (32, 32)])
+def test_flipped_is_the_convolution_with_the_flipped_transposed_kernel(kernels, rng, c, o):
+    _flipped_matches_xla(onednn.conv3x3, jnp.bfloat16, rng, c, o)
 
 
 def test_each_kernel_is_laid_out_once_and_kept_apart(kernels, rng):
@@ -177,23 +182,11 @@ def test_winograd_keeps_each_kernel_apart(winograd, rng):
 @pytest.mark.parametrize("c, o", [(64, 32), (32, 32)])
 def test_winograd_flipped_is_the_convolution_with_the_flipped_transposed_kernel(
         winograd, rng, c, o):
-    """``flipped``: the input gradient's kernel made in the library, the same numbers as
-    XLA's flip and transpose to the last bit, and its transform kept apart from the
-    kernel's own (a square kernel is both, read two ways)."""
-    kernel = jnp.asarray(rng.standard_normal((3, 3, c, o)) * 0.1, jnp.float32)
-    g = jnp.asarray(rng.standard_normal((2, 10, 12, o)), jnp.float32)
-    turned = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
-    conv = jax.jit(onednn.winograd_conv3x3, static_argnums=2)
-    explicit = conv(g, turned, False)
-    got = conv(g, kernel, True)
-    assert got.shape == (2, 10, 12, c)
-    np.testing.assert_array_equal(got, explicit)
+    g, kernel, turned, got = _flipped_matches_xla(onednn.winograd_conv3x3, jnp.float32, rng,
+                                                  c, o)
     _close(got, _reference(g, turned), 2e-5)
-    if c == o:  # the same bytes unflipped are another kernel
-        _close(conv(g, kernel, False), _reference(g, kernel), 2e-5)
-        np.testing.assert_array_equal(conv(g, kernel, True), explicit)
-    batched = jax.vmap(lambda g: onednn.winograd_conv3x3(g, kernel, True))(g[:, None])
-    np.testing.assert_array_equal(batched[:, 0], explicit)
+    if c == o:
+        _close(jax.jit(onednn.winograd_conv3x3)(g, kernel), _reference(g, kernel), 2e-5)
 
 
 def test_prepared_kernels_are_the_ones_a_first_evaluation_uses(winograd, random_params):
