@@ -116,8 +116,8 @@ dnnl::memory Scratchpad(const dnnl::memory::desc& desc) {
 // Kernels laid out for their primitives, kept across calls and shapes, the most recently
 // used first: a run lays out each layer's kernel (and its input gradient's) once, not at
 // every evaluation (the Winograd transform of a 512x512 kernel takes 40 ms, its
-// convolution at 64x48 px 18 ms; the bfloat16 reorder is cheaper, but was made, with its
-// buffer, at every call). Found by the kernel's bytes, compared whole (a millisecond for
+// convolution at 64x48 px 18 ms; the bfloat16 reorder is cheaper, but would otherwise take
+// a fresh buffer at every call). Found by the kernel's bytes, compared whole (a millisecond for
 // the largest), whether it is applied flipped, and the layout the primitive wants (it
 // names the data type and depends on the image's size). Past kKeptBytes the least recently
 // used go: the paper's network keeps about 0.6 GB in float32 by Winograd, forward and
