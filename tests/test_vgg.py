@@ -74,6 +74,36 @@ def test_max_and_avg_pooling(random_params, rng):
         extract_features(random_params, x, ["pool1"], "median")
 
 
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+def test_pooling_by_reshape_is_flax_pooling(rng, pooling):
+    """bfloat16's pooling (a reshape and a reduction) is flax's 2x2, stride 2, VALID
+    pooling, odd sizes and leading axes included, and its gradient too; in bfloat16 the
+    network's program has no reduce-window left."""
+    import flax.linen as nn
+
+    from jstyle.vgg import _pool_by_reshape
+
+    x = jnp.asarray(rng.standard_normal((2, 9, 13, 4)), jnp.float32)
+    flax_pool = nn.avg_pool if pooling == "avg" else nn.max_pool
+
+    def ours(x):
+        return _pool_by_reshape(x, pooling)
+
+    def theirs(x):
+        return flax_pool(x, (2, 2), strides=(2, 2))
+
+    np.testing.assert_allclose(ours(x), theirs(x), rtol=1e-6, atol=1e-6)
+    g = jnp.asarray(rng.standard_normal((2, 4, 6, 4)), jnp.float32)
+    np.testing.assert_allclose(jax.vjp(ours, x)[1](g)[0], jax.vjp(theirs, x)[1](g)[0],
+                               rtol=1e-6, atol=1e-6)
+    network = VGG19(outputs=("relu3_1",), pooling=pooling)
+    image = jnp.zeros((1, 32, 32, 3), jnp.bfloat16)
+    params = network.init(jax.random.PRNGKey(0), image)
+    params = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
+    text = jax.jit(network.apply).lower(params, image).as_text()
+    assert "reduce_window" not in text
+
+
 def test_params_are_a_plain_pytree(random_params):
     assert sorted(random_params) == sorted(layers.CONV_LAYERS)
     for name, (cin, cout) in layers.CONV_CHANNELS.items():
