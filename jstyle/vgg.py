@@ -128,8 +128,8 @@ def _flax_conv(convolutions: str):
 def _pool_by_reshape(x: jax.Array, pooling: str) -> jax.Array:
     """VGG-19's 2x2, stride 2, VALID pooling (``"avg"`` or ``"max"``) of ``(..., H, W, C)``
     as a reshape and a reduction over the windows' axes, the average's sum in float32.
-    For bfloat16: there XLA:CPU's reduce-window, forward and gradient, takes about ten
-    times its float32 time (the README's bfloat16 section)."""
+    For bfloat16, whose reduce-window (forward and gradient) XLA:CPU has no fast path for
+    (the README's bfloat16 section has the measurement)."""
     *lead, h, w, c = x.shape
     windows = x[..., : h // 2 * 2, : w // 2 * 2, :].reshape(*lead, h // 2, 2, w // 2, 2, c)
     if pooling == "avg":
