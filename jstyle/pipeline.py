@@ -159,20 +159,6 @@ class Preparation(NamedTuple):
         self.thread.join()
 
 
-def _existing_weights(value: str | None):
-    """The weights file a config's ``weights`` names, if it is there already (None where
-    the run will provision it: nothing to prepare from)."""
-    from pathlib import Path
-
-    from jstyle.fileio import expand_user
-    from jstyle.options import BASE_VARIANT, VARIANTS
-    from jstyle.weights import variant_path
-
-    path = variant_path(value or BASE_VARIANT) if value is None or value in VARIANTS \
-        else expand_user(value)
-    return path if Path(path).is_file() else None
-
-
 def prepare_kernels(config: Config, height: int, width: int,
                     phase: int = 0) -> Preparation | None:
     """Start transforming the Winograd kernels that phase ``phase`` of a run on a
@@ -189,9 +175,11 @@ def prepare_kernels(config: Config, height: int, width: int,
     if config.precision != "float32" or not config.winograd or config.sharding != "none" \
             or config.tile_size not in (0, TILE_AUTO) or config.style_scale > 1:
         return None
-    path = _existing_weights(config.weights)
+    from jstyle.weights import named_path
+
+    path = named_path(config.weights)  # not made yet: the run provisions it, no preparing
     stages = phases(config, height, width)
-    if path is None or not 0 <= phase < len(stages):
+    if not path.is_file() or not 0 <= phase < len(stages):
         return None
     stage = stages[phase]
     cancel = threading.Event()

@@ -624,3 +624,14 @@ def test_real_weights() -> None:
     # conv1_1 sees BGR pixels: its kernels are not the same for every channel.
     k = weights.params["conv1_1"]["kernel"]
     assert not np.allclose(k[..., 0, :], k[..., 2, :])
+
+
+def test_named_path_is_the_file_a_weights_value_names(monkeypatch, tmp_path):
+    """None and variant names are the cache's files (a variant wins over a file of its
+    name), anything else the path, user folder expanded; nothing is made."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert store.named_path(None) == store.variant_path(store.BASE_VARIANT)
+    assert store.named_path("vgg19-normalized") == store.variant_path("vgg19-normalized")
+    assert store.named_path("~/w.h5") == tmp_path / "w.h5"
+    assert not list(tmp_path.rglob("*.h5"))

@@ -20,6 +20,7 @@ from jstyle.weights.store import (
     VGGWeights,
     default_weights_path,
     load_weights,
+    named_path,
     save_weights,
     variant_path,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "ensure_weights",
     "load_legacy_torch",
     "load_weights",
+    "named_path",
     "resolve_weights",
     "save_weights",
     "variant_path",

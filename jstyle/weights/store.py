@@ -408,6 +408,15 @@ def variant_path(variant: str = BASE_VARIANT) -> Path:
     return base if variant == BASE_VARIANT else base.with_name(VARIANT_FILES[variant])
 
 
+def named_path(value: str | os.PathLike[str] | None) -> Path:
+    """The file a config's ``weights`` value names, made yet or not (nothing is
+    provisioned): ``None`` is the base variant's, a name of :data:`VARIANTS` that variant's
+    (:func:`variant_path`; a variant name wins over a file of that name), anything else
+    the path itself. :func:`jstyle.weights.resolve_weights` provisions what it names."""
+    text = BASE_VARIANT if value is None else os.fspath(value)
+    return variant_path(text) if text in VARIANTS else expand_user(text)
+
+
 def file_attr(path: str | os.PathLike[str], name: str) -> str | None:
     """A root attribute of an HDF5 file as a string; None if the file or attribute is not
     readable (a cheap look, without loading or checking the parameters)."""
