@@ -198,7 +198,7 @@ def winograd_jobs(params, height: int, width: int, deepest: str, batch: int = 1)
     Each pooling halves the size, rounding down (VGG-19's 2x2 ``VALID`` windows)."""
     import numpy as np
 
-    from jstyle.layers import CONV_CHANNELS, layer_index
+    from jstyle.layers import CONV_CHANNELS, downsampling, layer_index
 
     jobs = []
     for layer, (c, o) in CONV_CHANNELS.items():
@@ -206,16 +206,15 @@ def winograd_jobs(params, height: int, width: int, deepest: str, batch: int = 1)
             break
         if min(c, o) < MIN_WINOGRAD_CHANNELS:
             continue
-        scale = 2 ** (int(layer[4]) - 1)
-        h, w = height // scale, width // scale
+        h, w = height // downsampling(layer), width // downsampling(layer)
         kernel = np.ascontiguousarray(params[layer]["kernel"], np.float32)
         jobs.append(((batch, h, w, c, o), kernel, False))
     return jobs + [((n, h, w, o, c), kernel, True) for (n, h, w, c, o), kernel, _ in jobs]
 
 
 def _library(cache_dir: Path):
-    """The built library with its Winograd kernel, loaded (not registered: no JAX needed),
-    or None where it is not built yet or the CPU has no such kernel."""
+    """The built library, loaded (not registered: no JAX needed), or None where it is not
+    built yet."""
     compiler = _compiler()
     if compiler is None:
         return None
@@ -223,14 +222,12 @@ def _library(cache_dir: Path):
     if not path.is_file():
         return None
     try:
-        library = ctypes.CDLL(str(path))  # the same handle :func:`load` gets: one cache
+        return ctypes.CDLL(str(path))  # the same handle :func:`load` gets: one cache
     except OSError:
         return None
-    return None if _describe(library, "JstyleConv3x3WinogradImpl").startswith("error") \
-        else library
 
 
-def _transforms(library) -> int:
+def _laid_out(library) -> int:
     count = library.JstyleKernelsLaidOut
     count.restype = ctypes.c_int64
     return int(count())
@@ -245,17 +242,17 @@ def prepare_winograd(cache_dir: Path, jobs: list, cancel=None) -> int:
     has no Winograd kernel, it does nothing. ``cancel``: a ``threading.Event`` that stops
     it between two kernels. Returns how many it transformed."""
     library = _library(cache_dir)
-    if library is None:
+    if library is None or _describe(library, "JstyleConv3x3WinogradImpl").startswith("error"):
         return 0
     prepare = library.JstylePrepareWinograd
     prepare.restype = ctypes.c_int
     prepare.argtypes = [ctypes.c_int64] * 5 + [ctypes.c_void_p, ctypes.c_int]
-    before = _transforms(library)
+    before = _laid_out(library)
     for shape, kernel, flipped in jobs:
         if cancel is not None and cancel.is_set():
             break
         prepare(*shape, kernel.ctypes.data, int(flipped))
-    return _transforms(library) - before
+    return _laid_out(library) - before
 
 
 def transforms_made(cache_dir: Path) -> int:
@@ -263,7 +260,7 @@ def transforms_made(cache_dir: Path) -> int:
     this process (Winograd transforms and bfloat16 reorders; -1 where it is not loaded and
     built)."""
     library = _library(cache_dir)
-    return -1 if library is None else _transforms(library)
+    return -1 if library is None else _laid_out(library)
 
 
 def loaded() -> bool:
