@@ -159,15 +159,16 @@ constexpr size_t kKeptBytes = size_t{1} << 30;
 // Kernels laid out since the library was loaded (JstyleKernelsLaidOut).
 std::atomic<int64_t> laid_out{0};
 
-// The kernel `kernel` (9 c o elements of `user`'s type, HWIO; `flipped`: the (3, 3, o, c)
-// kernel whose flipped, transposed self the primitive applies) in the primitive's
-// `layout`, by `reorder` from `user`, laid out now unless kept; Turn() held.
+// The kernel `kernel` (HWIO (3, 3, c, o) of `type`; `flipped`: the (3, 3, o, c) kernel
+// whose flipped, transposed self the primitive applies) in the primitive's `layout`, by
+// `reorder` (made from HWIO), laid out now unless kept; Turn() held.
 const dnnl::memory& KeptWeights(const dnnl::reorder& reorder,
                                 const dnnl::memory::desc& layout, const void* kernel,
                                 bool flipped, int64_t c, int64_t o,
-                                const dnnl::memory::desc& user, dnnl::stream& stream) {
+                                dnnl::memory::data_type type, dnnl::stream& stream) {
   static std::list<Kept> kept;
   static size_t kept_bytes = 0;
+  const dnnl::memory::desc user({o, c, 3, 3}, type, dnnl::memory::format_tag::hwio);
   const size_t bytes = user.get_size();
   for (auto it = kept.begin(); it != kept.end(); ++it) {
     if (it->layout == layout && it->flipped == flipped && it->kernel.size() == bytes &&
@@ -187,7 +188,7 @@ const dnnl::memory& KeptWeights(const dnnl::reorder& reorder,
              dnnl::memory(layout, Engine())};
   std::vector<char> turned;
   if (flipped) {
-    turned = user.data_type() == dnnl::memory::data_type::bf16
+    turned = type == dnnl::memory::data_type::bf16
                  ? FlippedTransposed<uint16_t>(entry.kernel.data(), c, o)
                  : FlippedTransposed<float>(entry.kernel.data(), c, o);
   }
@@ -239,11 +240,9 @@ ffi::Error Conv3x3Impl(ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> kernel,
     std::lock_guard<std::mutex> turn(Turn());
     auto& engine = Engine();
     dnnl::stream stream(engine);
-    using tag = dnnl::memory::format_tag;
-    const auto bf16 = dnnl::memory::data_type::bf16;
     const dnnl::memory& weights =
         KeptWeights(conv->weights_in, conv->pd.weights_desc(), kernel.untyped_data(), flipped,
-                    c, o, {{o, c, 3, 3}, bf16, tag::hwio}, stream);
+                    c, o, dnnl::memory::data_type::bf16, stream);
     dnnl::memory src(conv->pd.src_desc(), engine, x.untyped_data());
     dnnl::memory dst(conv->pd.dst_desc(), engine, y->untyped_data());
     conv->primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights},
@@ -323,7 +322,7 @@ ffi::Error Conv3x3F32Impl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel,
     const auto f32 = dnnl::memory::data_type::f32;
     const dnnl::memory& weights =
         KeptWeights(conv->weights_in, conv->pd.weights_desc(), kernel.untyped_data(), flipped,
-                    c, o, {{o, c, 3, 3}, f32, tag::hwio}, stream);
+                    c, o, f32, stream);
     dnnl::memory src({{n, c, h, w}, f32, tag::nhwc}, engine, x.untyped_data());
     dnnl::memory dst({{n, o, h, w}, f32, tag::nhwc}, engine, y->untyped_data());
     dnnl::memory blocked_src(conv->pd.src_desc(), engine,
@@ -394,8 +393,7 @@ extern "C" int JstylePrepareWinograd(int64_t n, int64_t h, int64_t w, int64_t c,
     std::lock_guard<std::mutex> turn(Turn());
     dnnl::stream stream(Engine());
     KeptWeights(conv->weights_in, conv->pd.weights_desc(), kernel, flipped != 0, c, o,
-                {{o, c, 3, 3}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::hwio},
-                stream);
+                dnnl::memory::data_type::f32, stream);
   } catch (const dnnl::error&) {
     return -1;
   }
